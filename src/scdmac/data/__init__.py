@@ -1,0 +1,23 @@
+"""Preprocessing, input checks, kNN graphs, augmentations, minibatch loading and the demo simulator."""
+
+from ._augment import augment_expression, mask_with_shuffled
+from ._graph import adjacency, knn, normalized_adjacency
+from ._loaders import CellDataModule, NeighborBatchSampler
+from ._preprocess import highly_variable_genes, library_size, log_normalize
+from ._simulate import simulate
+from ._validate import check_counts
+
+__all__ = [
+    "CellDataModule",
+    "NeighborBatchSampler",
+    "adjacency",
+    "augment_expression",
+    "check_counts",
+    "highly_variable_genes",
+    "knn",
+    "library_size",
+    "log_normalize",
+    "mask_with_shuffled",
+    "normalized_adjacency",
+    "simulate",
+]

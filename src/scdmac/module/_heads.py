@@ -1,0 +1,108 @@
+"""Output heads shared by both models: the ZINB likelihood head and the clustering head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from scvi.distributions import ZeroInflatedNegativeBinomial
+from torch import nn
+
+
+class ZINBHead(nn.Module):
+    """Three linear heads mapping a decoder's last hidden layer to ZINB mean, dispersion and dropout.
+
+    Parameters
+    ----------
+    n_hidden
+        Width of the decoder's last hidden layer.
+    n_genes
+        Number of genes modelled.
+    """
+
+    def __init__(self, n_hidden: int, n_genes: int):
+        super().__init__()
+        self.mean = nn.Linear(n_hidden, n_genes)
+        self.dispersion = nn.Linear(n_hidden, n_genes)
+        self.dropout = nn.Linear(n_hidden, n_genes)
+
+    def forward(self, h: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ZINB parameters; ``scale`` is the mean at the median library size (the denoised expression)."""
+        # clamps keep exp/softplus finite in early training and for outlier cells
+        scale = torch.exp(self.mean(h).clamp(-15.0, 12.0))
+        theta = F.softplus(self.dispersion(h)).clamp(1e-4, 1e4)
+        return {
+            "scale": scale,
+            "mu": size_factor.unsqueeze(-1) * scale,
+            "theta": theta,
+            "zi_logits": self.dropout(h),
+        }
+
+
+def zinb_nll(counts: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Negative ZINB log-likelihood of ``counts`` summed over genes, one value per cell."""
+    dist = ZeroInflatedNegativeBinomial(mu=params["mu"], theta=params["theta"], zi_logits=params["zi_logits"])
+    return -dist.log_prob(counts).sum(-1)
+
+
+def target_distribution(q: torch.Tensor) -> torch.Tensor:
+    """DEC's sharpened target ``p_ik ∝ q_ik² / Σ_i q_ik`` (``q`` over all cells)."""
+    weight = q**2 / q.sum(0).clamp_min(1e-12)
+    return weight / weight.sum(1, keepdim=True)
+
+
+class ClusterHead(nn.Module):
+    """Cluster centres with DEC's Student's t assignment and scDMAC's weighted soft k-means.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of centres (0 while unknown; :meth:`reset` sizes them).
+    n_latent
+        Embedding dimension.
+    dof
+        Degrees of freedom ``ν`` of the Student's t kernel.
+    inflation
+        Sharpening exponent ``α`` of the soft k-means weights.
+    """
+
+    def __init__(self, n_clusters: int, n_latent: int, dof: float = 1.0, inflation: float = 1.0):
+        super().__init__()
+        self.dof = dof
+        self.inflation = inflation
+        self.centers = nn.Parameter(torch.zeros(n_clusters, n_latent))
+
+    @property
+    def n_clusters(self) -> int:
+        return self.centers.shape[0]
+
+    def reset(self, centers: torch.Tensor) -> None:
+        """Replace the centres (and their number) by ``centers``."""
+        self.centers = nn.Parameter(torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device))
+
+    def squared_distances(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2).sum(-1)
+
+    def soft_assignment(self, z: torch.Tensor) -> torch.Tensor:
+        """Student's t similarity of each cell to each centre, rows summing to one."""
+        kernel = (1.0 + self.squared_distances(z) / self.dof) ** (-(self.dof + 1.0) / 2.0)
+        return kernel / kernel.sum(1, keepdim=True)
+
+    def kl_loss(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """KL(P‖Q) per cell, averaged over the batch."""
+        return (p * (torch.log(p.clamp_min(1e-12)) - torch.log(q.clamp_min(1e-12)))).sum(-1).mean()
+
+    def soft_kmeans_loss(self, z: torch.Tensor) -> torch.Tensor:
+        """Weighted soft k-means: ``Σ_k w_ik ||z_i − c_k||²`` with sharpened softmax weights, batch mean."""
+        d2 = self.squared_distances(z)
+        # weights act as fixed responsibilities for this step (an EM-style update of the centres)
+        w = torch.softmax(-d2.detach() * self.inflation, dim=1)
+        return (w * d2).sum(-1).mean()
+
+
+class ClusteringModuleMixin:
+    """Gives a module with a ``cluster_head`` the size its saved centres had (see ``model.n_clusters_``)."""
+
+    def on_load(self, model, **kwargs) -> None:
+        n_clusters = getattr(model, "n_clusters_", None)
+        if n_clusters:
+            self.cluster_head.reset(torch.zeros(n_clusters, self.cluster_head.centers.shape[1]))

@@ -1,0 +1,34 @@
+"""DCA-style ZINB denoising autoencoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ._heads import ZINBHead
+from ._nn import mlp
+
+
+class ZINBAutoencoder(nn.Module):
+    """Encoder on (perturbed) log-normalised expression, decoder with ZINB heads for the raw counts.
+
+    Parameters
+    ----------
+    n_genes
+        Number of genes.
+    encoder_widths
+        Hidden widths of the encoder; the last is the bottleneck. The decoder mirrors them.
+    """
+
+    def __init__(self, n_genes: int, encoder_widths: Sequence[int] = (256, 64)):
+        super().__init__()
+        widths = list(encoder_widths)
+        self.encoder = mlp(n_genes, widths)
+        decoder_widths = widths[-2::-1] or widths
+        self.decoder = mlp(widths[-1], decoder_widths)
+        self.head = ZINBHead(decoder_widths[-1], n_genes)
+
+    def forward(self, x_log: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.decoder(self.encoder(x_log)), size_factor)

@@ -1,0 +1,135 @@
+"""Lightning training plans, one per training stage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from scvi.module.base import LossOutput
+from scvi.train import TrainingPlan
+
+from .._constants import REGISTRY_KEYS
+from ..module._heads import target_distribution
+
+
+class StagePlan(TrainingPlan):
+    """Optimise one stage's loss with Adam and log it as ``{stage}_loss`` (plus its parts).
+
+    Parameters
+    ----------
+    module
+        A module with ``stage_parameters(stage)`` and a ``{stage}_loss`` method.
+    stage
+        Stage name.
+    lr, weight_decay
+        Adam settings.
+    pair_neighbors
+        Batches hold each cell followed by one of its neighbours (see
+        :class:`~scdmac.data.NeighborBatchSampler`); pass the neighbours to the loss.
+    """
+
+    def __init__(self, module, stage: str, lr: float = 1e-3, weight_decay: float = 0.0, pair_neighbors: bool = False):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="Adam")
+        self.stage = stage
+        self.pair_neighbors = pair_neighbors
+
+    def _split(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        if not self.pair_neighbors:
+            return batch, None
+        n = batch[REGISTRY_KEYS.X_KEY].shape[0] // 2
+        return {k: v[:n] for k, v in batch.items()}, batch[REGISTRY_KEYS.X_KEY][n:]
+
+    def stage_loss(self, batch: dict[str, torch.Tensor], neighbors: torch.Tensor | None) -> LossOutput:
+        loss_fn = getattr(self.module, f"{self.stage}_loss")
+        x = batch[REGISTRY_KEYS.X_KEY]
+        return loss_fn(x, neighbors) if neighbors is not None else loss_fn(x)
+
+    def training_step(self, batch, batch_idx):
+        cells, neighbors = self._split(batch)
+        out = self.stage_loss(cells, neighbors)
+        n = cells[REGISTRY_KEYS.X_KEY].shape[0]
+        self.log(f"{self.stage}_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
+                 sync_dist=self.use_sync_dist)
+        for name, value in (out.extra_metrics or {}).items():
+            self.log(f"{self.stage}_{name}", value, on_step=False, on_epoch=True, batch_size=n,
+                     sync_dist=self.use_sync_dist)
+        return out.loss
+
+    def on_train_start(self) -> None:
+        # output passes between stages leave the module in eval mode
+        self.module.train()
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        params: Iterable = [p for p in self.module.stage_parameters(self.stage) if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps)
+
+
+class ClusterPlan(StagePlan):
+    """Clustering stage: DEC targets over all cells refreshed every ``update_interval`` epochs.
+
+    Training stops when fewer than ``tol`` of the cells change label between two refreshes
+    (DEC's own criterion), or at ``max_epochs``.
+
+    Parameters
+    ----------
+    module
+        The model's module.
+    assign_all
+        Returns the soft assignment ``Q`` of every cell (in registry order) with the current network.
+    update_interval
+        Epochs between target refreshes.
+    tol
+        Fraction of changed labels below which training stops.
+    min_epochs
+        Refreshes are not allowed to stop training before this many epochs.
+    **kwargs
+        Passed to :class:`StagePlan`.
+    """
+
+    def __init__(
+        self,
+        module,
+        assign_all: Callable[[], torch.Tensor],
+        update_interval: int = 1,
+        tol: float = 1e-3,
+        min_epochs: int = 1,
+        **kwargs,
+    ):
+        super().__init__(module, stage="cluster", **kwargs)
+        self.assign_all = assign_all
+        self.update_interval = update_interval
+        self.tol = tol
+        self.min_epochs = min_epochs
+        self.target: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+
+    def _refresh(self) -> float:
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            q = self.assign_all().to(self.device)
+        self.module.train(was_training)
+        self.target = target_distribution(q)
+        labels = q.argmax(1)
+        changed = 1.0 if self.labels is None else (labels != self.labels).float().mean().item()
+        self.labels = labels
+        return changed
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self._refresh()
+
+    def on_train_epoch_end(self) -> None:
+        if (self.current_epoch + 1) % self.update_interval:
+            return
+        changed = self._refresh()
+        self.log("cluster_label_change", changed, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
+            self.trainer.should_stop = True
+
+    def stage_loss(self, batch, neighbors):
+        index = batch[REGISTRY_KEYS.INDICES_KEY].long().view(-1)
+        return self.module.cluster_loss(batch[REGISTRY_KEYS.X_KEY], self.target[index], neighbors)

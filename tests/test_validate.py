@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import scdmac
+from scdmac.model import SCDMAC
+
+
+def _setup(adata, **kw):
+    SCDMAC.setup_anndata(adata, **kw)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda X: X.data.__setitem__(0, np.nan), "NaN or infinite"),
+        (lambda X: X.data.__setitem__(0, np.inf), "NaN or infinite"),
+        (lambda X: X.data.__setitem__(0, -3.0), "negative"),
+        (lambda X: X.data.__setitem__(slice(None), X.data * 0.37), "non-integer"),
+    ],
+)
+def test_bad_values_raise_clear_errors(small, mutate, match):
+    mutate(small.X)
+    with pytest.raises(ValueError, match=match):
+        _setup(small)
+
+
+def test_log_normalised_data_is_refused(small):
+    import scanpy as sc
+
+    sc.pp.normalize_total(small)
+    sc.pp.log1p(small)
+    with pytest.raises(ValueError, match="raw integer counts"):
+        _setup(small)
+
+
+def test_empty_cells_are_named(small):
+    X = small.X.tolil()
+    X[5, :] = 0
+    small.X = X.tocsr()
+    with pytest.raises(ValueError, match=r"1 cells have no counts.*filter_cells"):
+        _setup(small)
+
+
+def test_all_zero_genes_are_not_used(small):
+    X = small.X.tolil()
+    X[:, :10] = 0
+    small.X = X.tocsr()
+    _setup(small, n_top_genes=500)
+    assert not small.var["scdmac_hvg"].iloc[:10].any()
+    detected = np.asarray((small.X > 0).sum(0)).ravel() > 0
+    assert (small.var["scdmac_hvg"].to_numpy() == detected).all()
+
+
+def test_missing_layer(small):
+    with pytest.raises(KeyError, match="Layer 'raw' not found.*available: 'counts'"):
+        _setup(small, layer="raw")
+
+
+@pytest.mark.parametrize("k", [1, 0, 300, 1000])
+def test_bad_n_clusters(small, k):
+    _setup(small)
+    with pytest.raises(ValueError, match="n_clusters"):
+        SCDMAC(small, n_clusters=k)
+
+
+def test_n_clusters_type(small):
+    _setup(small)
+    with pytest.raises(TypeError, match="integer or None"):
+        SCDMAC(small, n_clusters=2.5)
+
+
+def test_too_many_neighbours(small):
+    with pytest.raises(ValueError, match="not smaller than the number of cells"):
+        _setup(small[:10].copy(), n_neighbors=15)
+
+
+def test_dense_input_accepted(small):
+    small.X = small.X.toarray()
+    _setup(small)
+    assert small.obsm["_scdmac_neighbors"].shape == (300, 15)
+
+
+def test_check_counts_direct():
+    scdmac.data.check_counts(sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]])))
+    with pytest.raises(ValueError, match="no counts"):
+        scdmac.data.check_counts(np.array([[1.0, 0.0], [0.0, 0.0]]))
