@@ -46,6 +46,9 @@ class SCDMAC(DeepClusteringModel):
         Embedding dimension.
     n_hidden
         Width of the hidden layers.
+    dropout_rate
+        Dropout after each hidden layer of both autoencoders; it keeps them from memorising cells
+        when there are few.
     denoise
         Use the ZINB denoiser (``False``: the masked autoencoder reads log-normalised expression,
         the paper's ablation scDMAC-Z).
@@ -81,6 +84,7 @@ class SCDMAC(DeepClusteringModel):
         n_clusters: int | None = None,
         n_latent: int = 16,
         n_hidden: int = 256,
+        dropout_rate: float = 0.3,
         denoise: bool = True,
         mask_predictor: bool = True,
         weighted_reconstruction: bool = True,
@@ -96,6 +100,7 @@ class SCDMAC(DeepClusteringModel):
             n_clusters=0,
             n_latent=n_latent,
             n_hidden=n_hidden,
+            dropout_rate=dropout_rate,
             denoise=denoise,
             mask_predictor=mask_predictor,
             weighted_reconstruction=weighted_reconstruction,

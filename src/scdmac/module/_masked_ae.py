@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._nn import mlp
+from ._nn import ScaleNorm, mlp
 
 
 class MaskedAutoencoder(nn.Module):
@@ -38,13 +38,8 @@ class MaskedAutoencoder(nn.Module):
     ):
         super().__init__()
         widths = list(hidden_widths)
-        # The embedding is standardised (batch norm without affine): clustering losses then work at a
-        # fixed scale and cannot shrink the embedding to lower them.
-        self.encoder = nn.Sequential(
-            mlp(n_genes, widths, dropout_rate),
-            nn.Linear(widths[-1], n_latent),
-            nn.BatchNorm1d(n_latent, affine=False),
-        )
+        # fixed overall scale: clustering losses cannot shrink the embedding to lower themselves
+        self.encoder = nn.Sequential(mlp(n_genes, widths, dropout_rate), nn.Linear(widths[-1], n_latent), ScaleNorm(n_latent))
         self.mask_predictor = nn.Linear(n_latent, n_genes) if mask_predictor else None
         n_dec_in = n_latent + (n_genes if mask_predictor else 0)
         self.decoder = nn.Sequential(mlp(n_dec_in, widths[::-1], dropout_rate), nn.Linear(widths[0], n_genes))

@@ -36,6 +36,8 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         Embedding dimension.
     n_hidden
         Width of the hidden layers.
+    dropout_rate
+        Dropout after each hidden layer of both autoencoders.
     denoise
         Train the masked autoencoder on the ZINB-denoised expression (off: on log-normalised input,
         the paper's scDMAC-Z).
@@ -67,6 +69,7 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         n_clusters: int = 0,
         n_latent: int = 16,
         n_hidden: int = 256,
+        dropout_rate: float = 0.3,
         denoise: bool = True,
         mask_predictor: bool = True,
         weighted_reconstruction: bool = True,
@@ -89,8 +92,8 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         self.register_buffer("median_library", torch.tensor(float(median_library)))
         n_genes = len(gene_indices)
         self.denoise = denoise
-        self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, 64)) if denoise else None
-        self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor=mask_predictor)
+        self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, 64), dropout_rate) if denoise else None
+        self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
         # genes standardised with running statistics, so highly expressed genes do not dominate the
         # masked reconstruction (the counterpart of scaling before PCA)
         self.input_norm = nn.BatchNorm1d(n_genes, affine=False)

@@ -20,14 +20,16 @@ class ZINBAutoencoder(nn.Module):
         Number of genes.
     encoder_widths
         Hidden widths of the encoder; the last is the bottleneck. The decoder mirrors them.
+    dropout_rate
+        Dropout after each hidden layer.
     """
 
-    def __init__(self, n_genes: int, encoder_widths: Sequence[int] = (256, 64)):
+    def __init__(self, n_genes: int, encoder_widths: Sequence[int] = (256, 64), dropout_rate: float = 0.0):
         super().__init__()
         widths = list(encoder_widths)
-        self.encoder = mlp(n_genes, widths)
+        self.encoder = mlp(n_genes, widths, dropout_rate)
         decoder_widths = widths[-2::-1] or widths
-        self.decoder = mlp(widths[-1], decoder_widths)
+        self.decoder = mlp(widths[-1], decoder_widths, dropout_rate)
         self.head = ZINBHead(decoder_widths[-1], n_genes)
 
     def forward(self, x_log: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:

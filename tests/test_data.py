@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+import scdmac
+from scdmac.data import NeighborBatchSampler, adjacency, augment_expression, knn, mask_with_shuffled, normalized_adjacency
+
+
+def test_simulate_is_seeded_counts():
+    a = scdmac.data.simulate(n_cells=200, n_genes=100, n_clusters=3, seed=4)
+    b = scdmac.data.simulate(n_cells=200, n_genes=100, n_clusters=3, seed=4)
+    assert a.shape == (200, 100) and sp.issparse(a.X)
+    assert (a.X != b.X).nnz == 0
+    assert np.array_equal(a.X.data, np.round(a.X.data)) and (a.X.data > 0).all()
+    assert (np.asarray(a.X.sum(1)).ravel() > 0).all()
+    assert a.obs["cell_type"].nunique() == 3
+    assert (a.layers["counts"] != a.X).nnz == 0
+
+
+def test_knn_excludes_self_and_finds_blobs():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (50, 5)), rng.normal(5, 0.1, (50, 5))]).astype(np.float32)
+    idx, dist = knn(X, 5)
+    assert idx.shape == (100, 5) and dist.shape == (100, 5)
+    assert not (idx == np.arange(100)[:, None]).any()
+    assert ((idx < 50) == (np.arange(100)[:, None] < 50)).all()
+    assert (np.diff(dist, axis=1) >= -1e-6).all()
+
+
+def test_knn_handles_duplicate_cells():
+    X = np.zeros((10, 3), dtype=np.float32)
+    idx, _ = knn(X, 3)
+    assert not (idx == np.arange(10)[:, None]).any()
+
+
+def test_adjacency_sparse_symmetric_normalised():
+    idx = np.array([[1, 2], [0, 2], [0, 1], [0, 1]])
+    A = adjacency(idx)
+    assert sp.issparse(A) and (A != A.T).nnz == 0 and A.diagonal().sum() == 0
+    N = normalized_adjacency(A)
+    assert sp.issparse(N) and np.allclose(N.toarray(), N.toarray().T)
+    d = np.asarray((A + sp.identity(4)).sum(1)).ravel()
+    assert np.isclose(N[0, 1], 1 / np.sqrt(d[0] * d[1]))
+
+
+def test_neighbor_sampler_pairs_cells_with_neighbours():
+    neighbors = np.array([[1, 2], [0, 2], [0, 1], [4, 4], [3, 3]])
+    torch.manual_seed(0)
+    sampler = NeighborBatchSampler(5, batch_size=2, shuffle=True, neighbors=neighbors)
+    seen = []
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 3
+    for batch in batches:
+        n = len(batch) // 2
+        cells, nbrs = batch[:n], batch[n:]
+        assert all(nb in neighbors[c] for c, nb in zip(cells, nbrs, strict=True))
+        seen += cells
+    assert sorted(seen) == list(range(5))
+
+
+def test_augmentations():
+    torch.manual_seed(0)
+    x = torch.rand(64, 100) + 1
+    nb = torch.zeros(64, 100)
+    out = augment_expression(x, nb, drop_rate=0.0, noise_var=0.0, swap_rate=0.2)
+    assert 0.1 < (out == 0).float().mean() < 0.3
+    out = augment_expression(x, None, drop_rate=0.1, noise_var=0.0, swap_rate=0.0)
+    assert 0.05 < (out == 0).float().mean() < 0.15
+    out = augment_expression(x, None, drop_rate=0.0, noise_var=0.6, swap_rate=0.0)
+    assert abs((out - x).var().item() - 0.6) < 0.05
+    masked, mask = mask_with_shuffled(x, 0.3)
+    assert 0.25 < mask.mean() < 0.35
+    assert torch.equal(masked[mask == 0], x[mask == 0])
+    # a masked entry holds a value of the same gene from some cell of the batch
+    same_gene = (masked.unsqueeze(0) == x.unsqueeze(1)).any(0)
+    assert same_gene.all()
+
+
+def test_estimate_n_clusters_on_blobs():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(0, 10, (5, 8))
+    z = np.concatenate([c + rng.normal(0, 0.5, (80, 8)) for c in centers]).astype(np.float32)
+    assert scdmac.model.estimate_n_clusters(z) == 5
