@@ -153,7 +153,7 @@ class DeepClusteringModel(BaseModelClass):
             check_val_every_n_epoch=None,
             **trainer_kwargs,
         )
-        self.module.train()
+        self.module.stage_mode(plan.stage)
         previous, self.is_trained_ = self.history_, False
         self.history_ = None
         runner()
@@ -192,7 +192,9 @@ class DeepClusteringModel(BaseModelClass):
             n_clusters = estimate_n_clusters(z, random_state=seed)
             logger.info("Estimated %d clusters from the pretrained embedding.", n_clusters)
         km = KMeans(n_clusters, n_init=20, random_state=seed).fit(z)
-        self.module.cluster_head.reset(torch.from_numpy(km.cluster_centers_.astype(np.float32)))
+        # largest cluster first: label ids then do not depend on k-means' arbitrary numbering
+        order = np.argsort(-np.bincount(km.labels_, minlength=n_clusters), kind="stable")
+        self.module.cluster_head.reset(torch.from_numpy(km.cluster_centers_[order].astype(np.float32)))
         self.n_clusters_ = int(n_clusters)
 
     # ---- outputs -------------------------------------------------------------------------------

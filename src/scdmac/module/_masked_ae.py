@@ -61,7 +61,9 @@ class MaskedAutoencoder(nn.Module):
         """
         parts = [z]
         if self.mask_predictor is not None:
-            mask_logits = self.mask_predictor(z)
+            # The predictor reads a detached embedding: its loss would otherwise pull the embedding
+            # towards encoding which entries were corrupted instead of the cells' expression.
+            mask_logits = self.mask_predictor(z.detach())
             parts.append(torch.sigmoid(mask_logits))
         x_hat = self.decoder(torch.cat(parts, dim=-1))
         weight = masked_weight * mask + (1.0 - masked_weight) * (1.0 - mask)

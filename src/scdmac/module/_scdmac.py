@@ -14,6 +14,7 @@ from ..data._augment import augment_expression, mask_with_shuffled
 from ..data._preprocess import TARGET_SUM
 from ._heads import ClusterHead, ClusteringModuleMixin, zinb_nll
 from ._masked_ae import MaskedAutoencoder
+from ._nn import ScaleNorm
 from ._zinb_ae import ZINBAutoencoder
 
 STAGES = ("denoise", "mask", "cluster")
@@ -94,9 +95,9 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         self.denoise = denoise
         self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, 64), dropout_rate) if denoise else None
         self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
-        # genes standardised with running statistics, so highly expressed genes do not dominate the
-        # masked reconstruction (the counterpart of scaling before PCA)
-        self.input_norm = nn.BatchNorm1d(n_genes, affine=False)
+        # genes centred and brought to one overall scale (running statistics); per-gene scaling would
+        # blow up the tiny residual variation the denoiser leaves in genes without structure
+        self.input_norm = ScaleNorm(n_genes)
         self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, inflation=inflation)
         self.mask_ratio = mask_ratio
         self.masked_weight = masked_weight if weighted_reconstruction else 0.5
@@ -160,6 +161,12 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         if self.denoiser is not None and self.loss_weights["zinb"] > 0:
             params += list(self.denoiser.parameters())
         return iter(params)
+
+    def stage_mode(self, stage: str) -> None:
+        """Training mode for a stage: parts the stage does not optimise run in eval mode (no dropout)."""
+        self.train()
+        if stage != "denoise" and self.denoiser is not None and self.loss_weights["zinb"] == 0:
+            self.denoiser.eval()
 
     def _zinb(self, x: torch.Tensor, x_neighbor: torch.Tensor | None) -> torch.Tensor:
         counts, size_factor, x_log = self._split_counts(x)

@@ -56,8 +56,8 @@ class StagePlan(TrainingPlan):
         return out.loss
 
     def on_train_start(self) -> None:
-        # output passes between stages leave the module in eval mode
-        self.module.train()
+        # output passes between stages leave the module in eval mode; frozen parts stay in eval
+        self.module.stage_mode(self.stage)
 
     def validation_step(self, batch, batch_idx):
         return None
@@ -107,11 +107,10 @@ class ClusterPlan(StagePlan):
         self.labels: torch.Tensor | None = None
 
     def _refresh(self) -> float:
-        was_training = self.module.training
         self.module.eval()
         with torch.no_grad():
             q = self.assign_all().to(self.device)
-        self.module.train(was_training)
+        self.module.stage_mode(self.stage)
         self.target = target_distribution(q)
         labels = q.argmax(1)
         changed = 1.0 if self.labels is None else (labels != self.labels).float().mean().item()
