@@ -146,7 +146,7 @@ def test_unregistered_anndata(small):
 
 
 def test_clusters_simulated_types():
-    adata = scdmac.data.simulate(n_cells=600, n_genes=300, n_clusters=4, seed=2)
+    adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
     SCDMAC.setup_anndata(adata)
     scvi.settings.seed = 0
     model = SCDMAC(adata, n_clusters=4)

@@ -214,8 +214,8 @@ class SCDMAC(DeepClusteringModel):
         Parameters
         ----------
         max_epochs
-            Epochs per stage; by default about 600 optimiser steps for each pretraining stage
-            (5 to 200 epochs, fewer when its loss plateaus) and up to about 1,500 steps of clustering
+            Epochs per stage; by default about 400 optimiser steps for each pretraining stage
+            (5 to 200 epochs, fewer when its loss plateaus) and up to about 1,000 steps of clustering
             (5 to 100 epochs).
         stages
             Stage or stages to run (default: all, in order ``"denoise"``, ``"mask"``, ``"cluster"``).
@@ -247,10 +247,10 @@ class SCDMAC(DeepClusteringModel):
             neighbors = None
             if stage == "cluster":
                 self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"])
-                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=1500, lo=5, hi=100)
+                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=1000, lo=5, hi=100)
                 plan = ClusterPlan(self.module, self._assign_all, tol=tol, lr=cluster_lr, **plan_kwargs)
             else:
-                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=600, lo=5, hi=200)
+                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=400, lo=5, hi=200)
                 pair = stage == "denoise" and self.module.augment["swap_rate"] > 0
                 neighbors = self._neighbors() if pair else None
                 plan_args = {k: v for k, v in plan_kwargs.items() if k in ("weight_decay",)}
