@@ -34,42 +34,27 @@ FIELDS = ["method", "dataset", "seed", "n_cells", "n_genes", "n_types", "ari", "
 
 
 def _scores(truth, labels) -> tuple[float, float]:
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from scdmac.metrics import agreement
 
-    truth = np.asarray(truth).astype(str)
-    labels = np.asarray(labels).astype(str)
-    return adjusted_rand_score(truth, labels), normalized_mutual_info_score(truth, labels)
-
-
-def _log_hvg_pca(adata, seed: int):
-    import scanpy as sc
-
-    b = adata.copy()
-    sc.pp.filter_genes(b, min_cells=1)
-    sc.pp.normalize_total(b, target_sum=1e4)
-    sc.pp.log1p(b)
-    if b.n_vars > 2000:
-        sc.pp.highly_variable_genes(b, n_top_genes=2000)
-        b = b[:, b.var.highly_variable].copy()
-    sc.pp.scale(b, max_value=10)
-    sc.tl.pca(b, n_comps=min(50, b.n_vars - 1, b.n_obs - 1), random_state=seed)
-    return b
+    scores = agreement(truth, labels)
+    return scores["ari"], scores["nmi"]
 
 
 def run_pca_kmeans(adata, k: int, seed: int):
-    from sklearn.cluster import KMeans
+    from scdmac.metrics import pca_kmeans
 
     t0 = time.perf_counter()
-    b = _log_hvg_pca(adata, seed)
-    labels = KMeans(k, n_init=10, random_state=seed).fit_predict(b.obsm["X_pca"])
+    labels = pca_kmeans(adata, k, seed)
     return labels, time.perf_counter() - t0
 
 
 def run_leiden(adata, k: int, seed: int):
     import scanpy as sc
 
+    from scdmac.metrics import log_hvg_pca
+
     t0 = time.perf_counter()
-    b = _log_hvg_pca(adata, seed)
+    b = log_hvg_pca(adata, seed)
     sc.pp.neighbors(b, n_neighbors=15, random_state=seed)
     sc.tl.leiden(b, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     return b.obs["leiden"].to_numpy(), time.perf_counter() - t0
@@ -159,9 +144,9 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
         lines.append("|---|" + "---:|" * len(order))
         for ds, row in wide.iterrows():
             best = row.max()
-            cells = [("**%.3f**" % v if v == best else "%.3f" % v) if pd.notna(v) else "" for v in row]
+            cells = [(f"**{v:.3f}**" if v == best else f"{v:.3f}") if pd.notna(v) else "" for v in row]
             lines.append(f"| {ds} | " + " | ".join(cells) + " |")
-        lines.append("| **average** | " + " | ".join("%.3f" % v for v in wide.mean()) + " |")
+        lines.append("| **average** | " + " | ".join(f"{v:.3f}" for v in wide.mean()) + " |")
         wins = (wide.eq(wide.max(axis=1), axis=0)).sum()
         lines.append("| datasets won | " + " | ".join(str(int(wins[m])) for m in order) + " |")
         lines.append("")
@@ -170,7 +155,7 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
     lines.append("| dataset | " + " | ".join(order) + " |")
     lines.append("|---|" + "---:|" * len(order))
     for ds, row in train.iterrows():
-        lines.append(f"| {ds} | " + " | ".join("%.1f" % v if pd.notna(v) else "" for v in row) + " |")
+        lines.append(f"| {ds} | " + " | ".join(f"{v:.1f}" if pd.notna(v) else "" for v in row) + " |")
     seeds = mean.pivot(index="dataset", columns="method", values="seeds")[order]
     lines.append("")
     lines.append("Seeds per cell: " + ", ".join(f"{m}={int(seeds[m].max())}" for m in order))
@@ -212,9 +197,18 @@ def main(argv: list[str] | None = None) -> None:
                     labels, train_s = METHODS[method](adata, k, seed)
                     total_s = time.perf_counter() - t0
                     ari, nmi = _scores(adata.obs["cell_type"], labels)
-                    row = dict(method=method, dataset=path.stem, seed=seed, n_cells=adata.n_obs,
-                               n_genes=adata.n_vars, n_types=k, ari=round(ari, 4), nmi=round(nmi, 4),
-                               train_s=round(train_s, 2), total_s=round(total_s, 2))
+                    row = dict(
+                        method=method,
+                        dataset=path.stem,
+                        seed=seed,
+                        n_cells=adata.n_obs,
+                        n_genes=adata.n_vars,
+                        n_types=k,
+                        ari=round(ari, 4),
+                        nmi=round(nmi, 4),
+                        train_s=round(train_s, 2),
+                        total_s=round(total_s, 2),
+                    )
                     _append(args.csv, row)
                     print(row, flush=True)
     table = summarize(args.csv)

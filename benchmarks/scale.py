@@ -68,8 +68,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     rows = []
     for n in args.cells:
-        cmd = [sys.executable, __file__, "--_child", "--model", args.model, "--cells", str(n), "--genes", str(args.genes),
-               "--seed", str(args.seed)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--_child",
+            "--model",
+            args.model,
+            "--cells",
+            str(n),
+            "--genes",
+            str(args.genes),
+            "--seed",
+            str(args.seed),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
@@ -80,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     out = args.out or HERE / "results" / f"scale_{args.model.lower()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"Command: python benchmarks/scale.py --model {args.model} --cells {' '.join(map(str, args.cells))}\n\n{table}\n")
+    command = f"python benchmarks/scale.py --model {args.model} --cells {' '.join(map(str, args.cells))}"
+    out.write_text(f"Command: {command}\n\n{table}\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,14 @@ import scipy.sparse as sp
 import torch
 
 import scdmac
-from scdmac.data import NeighborBatchSampler, adjacency, augment_expression, knn, mask_with_shuffled, normalized_adjacency
+from scdmac.data import (
+    NeighborBatchSampler,
+    adjacency,
+    augment_expression,
+    knn,
+    mask_with_shuffled,
+    normalized_adjacency,
+)
 
 
 def test_simulate_is_seeded_counts():

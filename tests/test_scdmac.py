@@ -157,5 +157,7 @@ def test_clusters_simulated_types():
 def test_one_liner(small):
     scdmac.tl.scdmac(small, n_clusters=3, layer="counts", train_kwargs=FAST_TRAIN)
     assert "X_scdmac" in small.obsm and "scdmac_cluster" in small.obs
-    copy, model = scdmac.tl.scdmac(small, n_clusters=3, train_kwargs=FAST_TRAIN, model_kwargs={"cluster_key": "k"}, copy=True)
+    copy, model = scdmac.tl.scdmac(
+        small, n_clusters=3, train_kwargs=FAST_TRAIN, model_kwargs={"cluster_key": "k"}, copy=True
+    )
     assert "k" in copy.obs and "k" not in small.obs

@@ -83,6 +83,8 @@ def simulate(
     adata = ad.AnnData(X)
     adata.obs_names = [f"cell_{i}" for i in range(n_cells)]
     adata.var_names = [f"gene_{j}" for j in range(n_genes)]
-    adata.obs["cell_type"] = pd.Categorical([f"type_{k}" for k in types], categories=[f"type_{k}" for k in range(n_clusters)])
+    adata.obs["cell_type"] = pd.Categorical(
+        [f"type_{k}" for k in types], categories=[f"type_{k}" for k in range(n_clusters)]
+    )
     adata.layers["counts"] = X.copy()
     return adata

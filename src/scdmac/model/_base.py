@@ -269,9 +269,7 @@ class DeepClusteringModel(BaseModelClass):
         labels = q.argmax(1)
         adata.obsm[self.latent_key] = z
         adata.obsm[self.soft_key] = q
-        adata.obs[self.cluster_key] = pd.Categorical(
-            labels.astype(str), categories=[str(k) for k in np.unique(labels)]
-        )
+        adata.obs[self.cluster_key] = pd.Categorical(labels.astype(str), categories=[str(k) for k in np.unique(labels)])
 
     def __repr__(self) -> str:
         status = "trained" if self.is_trained_ else "not trained"

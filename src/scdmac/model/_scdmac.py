@@ -179,7 +179,9 @@ class SCDMAC(DeepClusteringModel):
             raise ValueError("This model was built with denoise=False: it has no denoiser.")
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        values = self._collect(adata, indices, batch_size, ["scale"], fn=lambda x: {"scale": self.module.denoised_scale(x)})[0]
+        values = self._collect(
+            adata, indices, batch_size, ["scale"], fn=lambda x: {"scale": self.module.denoised_scale(x)}
+        )[0]
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         genes = adata.var_names[self.module.gene_indices.cpu().numpy()]
         return pd.DataFrame(values, index=obs_names, columns=genes)
@@ -261,4 +263,3 @@ class SCDMAC(DeepClusteringModel):
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, neighbors, **trainer_kwargs)
         if self.module.cluster_head.n_clusters > 0:
             self.write_results()
-

@@ -39,7 +39,9 @@ class MaskedAutoencoder(nn.Module):
         super().__init__()
         widths = list(hidden_widths)
         # fixed overall scale: clustering losses cannot shrink the embedding to lower themselves
-        self.encoder = nn.Sequential(mlp(n_genes, widths, dropout_rate), nn.Linear(widths[-1], n_latent), ScaleNorm(n_latent))
+        self.encoder = nn.Sequential(
+            mlp(n_genes, widths, dropout_rate), nn.Linear(widths[-1], n_latent), ScaleNorm(n_latent)
+        )
         self.mask_predictor = nn.Linear(n_latent, n_genes) if mask_predictor else None
         n_dec_in = n_latent + (n_genes if mask_predictor else 0)
         self.decoder = nn.Sequential(mlp(n_dec_in, widths[::-1], dropout_rate), nn.Linear(widths[0], n_genes))

@@ -13,9 +13,7 @@ def mlp(n_in: int, widths: Sequence[int], dropout_rate: float = 0.0, use_batch_n
     """Stack of Linear → BatchNorm → ReLU (→ Dropout) layers of the given widths."""
     layers = []
     for width in widths:
-        layers.append(
-            FCLayers(n_in, width, n_layers=1, dropout_rate=dropout_rate, use_batch_norm=use_batch_norm)
-        )
+        layers.append(FCLayers(n_in, width, n_layers=1, dropout_rate=dropout_rate, use_batch_norm=use_batch_norm))
         n_in = width
     return nn.Sequential(*layers)
 

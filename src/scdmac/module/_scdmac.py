@@ -103,7 +103,12 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         self.masked_weight = masked_weight if weighted_reconstruction else 0.5
         self.mask_loss_weight = mask_loss_weight
         self.augment = {"drop_rate": drop_rate, "noise_var": noise_var, "swap_rate": swap_rate}
-        self.loss_weights = {"zinb": zinb_weight, "mask": mask_weight, "kmeans": kmeans_weight, "cluster": cluster_weight}
+        self.loss_weights = {
+            "zinb": zinb_weight,
+            "mask": mask_weight,
+            "kmeans": kmeans_weight,
+            "cluster": cluster_weight,
+        }
 
     # ---- inputs -------------------------------------------------------------------------------
     def _split_counts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -178,7 +183,11 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
     def denoise_loss(self, x: torch.Tensor, x_neighbor: torch.Tensor | None = None) -> LossOutput:
         """ZINB NLL of the counts given augmented input (mean over cells; per gene in the metrics)."""
         nll = self._zinb(x, x_neighbor)
-        return LossOutput(loss=nll.mean(), reconstruction_loss=nll, extra_metrics={"zinb_per_gene": nll.mean() / len(self.gene_indices)})
+        return LossOutput(
+            loss=nll.mean(),
+            reconstruction_loss=nll,
+            extra_metrics={"zinb_per_gene": nll.mean() / len(self.gene_indices)},
+        )
 
     def _mask(self, x_expr: torch.Tensor) -> dict[str, torch.Tensor]:
         x_masked, mask = mask_with_shuffled(x_expr, self.mask_ratio)

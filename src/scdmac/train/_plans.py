@@ -48,11 +48,19 @@ class StagePlan(TrainingPlan):
         cells, neighbors = self._split(batch)
         out = self.stage_loss(cells, neighbors)
         n = cells[REGISTRY_KEYS.X_KEY].shape[0]
-        self.log(f"{self.stage}_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
-                 sync_dist=self.use_sync_dist)
+        self.log(
+            f"{self.stage}_loss",
+            out.loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=n,
+            sync_dist=self.use_sync_dist,
+        )
         for name, value in (out.extra_metrics or {}).items():
-            self.log(f"{self.stage}_{name}", value, on_step=False, on_epoch=True, batch_size=n,
-                     sync_dist=self.use_sync_dist)
+            self.log(
+                f"{self.stage}_{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self.use_sync_dist
+            )
         return out.loss
 
     def on_train_start(self) -> None:
