@@ -68,7 +68,10 @@ def run_scvi(adata, k: int, seed: int):
     b = adata.copy()
     sc.pp.filter_genes(b, min_cells=1)
     if b.n_vars > 2000:
-        sc.pp.highly_variable_genes(b, n_top_genes=2000, flavor="seurat_v3")
+        try:
+            sc.pp.highly_variable_genes(b, n_top_genes=2000, flavor="seurat_v3")
+        except ValueError:  # seurat_v3's loess fit fails on some sparse sets (worm): widen its span
+            sc.pp.highly_variable_genes(b, n_top_genes=2000, flavor="seurat_v3", span=1.0)
         b = b[:, b.var.highly_variable].copy()
     scvi.settings.seed = seed
     scvi.model.SCVI.setup_anndata(b)
