@@ -149,9 +149,15 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
             best = row.max()
             cells = [(f"**{v:.3f}**" if v == best else f"{v:.3f}") if pd.notna(v) else "" for v in row]
             lines.append(f"| {ds} | " + " | ".join(cells) + " |")
-        lines.append("| **average** | " + " | ".join(f"{v:.3f}" for v in wide.mean()) + " |")
-        wins = (wide.eq(wide.max(axis=1), axis=0)).sum()
-        lines.append("| datasets won | " + " | ".join(str(int(wins[m])) for m in order) + " |")
+        # averages and wins only over datasets every method has finished, so they compare like with like
+        complete = wide.dropna()
+        lines.append(
+            f"| **average** ({len(complete)} complete datasets) | "
+            + " | ".join(f"{v:.3f}" for v in complete.mean())
+            + " |"
+        )
+        wins = complete.eq(complete.max(axis=1), axis=0).sum()
+        lines.append("| datasets won (complete) | " + " | ".join(str(int(wins[m])) for m in order) + " |")
         lines.append("")
     train = mean.pivot(index="dataset", columns="method", values="train_s")[order]
     lines.append("### Training time (s, mean over seeds; peers without training report their whole run)\n")
