@@ -161,3 +161,11 @@ def test_one_liner(small):
         small, n_clusters=3, train_kwargs=FAST_TRAIN, model_kwargs={"cluster_key": "k"}, copy=True
     )
     assert "k" in copy.obs and "k" not in small.obs
+
+
+def test_plan_kwargs_reach_their_plans(small):
+    SCDMAC.setup_anndata(small)
+    model = SCDMAC(small, n_clusters=3)
+    model.train(plan_kwargs={"weight_decay": 1e-4, "update_interval": 2}, **FAST_TRAIN)
+    # refreshes every second epoch: two epochs give one logged label change
+    assert len(model.history["cluster_label_change"]) == 1

@@ -255,7 +255,8 @@ class SCDMAC(DeepClusteringModel):
                 epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=400, lo=5, hi=200)
                 pair = stage == "denoise" and self.module.augment["swap_rate"] > 0
                 neighbors = self._neighbors() if pair else None
-                plan_args = {k: v for k, v in plan_kwargs.items() if k in ("weight_decay",)}
+                # arguments only the clustering plan knows are not passed to the pretraining plans
+                plan_args = {k: v for k, v in plan_kwargs.items() if k not in ClusterPlan.OWN_ARGS}
                 plan = StagePlan(self.module, stage, lr=lr, pair_neighbors=pair, **plan_args)
                 if early_stopping:
                     callbacks.append(RelativePlateau(f"{stage}_loss"))

@@ -97,6 +97,8 @@ class ClusterPlan(StagePlan):
         Passed to :class:`StagePlan`.
     """
 
+    OWN_ARGS = ("update_interval", "min_epochs")
+
     def __init__(
         self,
         module,
