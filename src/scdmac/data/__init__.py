@@ -1,15 +1,17 @@
 """Preprocessing, input checks, kNN graphs, augmentations, minibatch loading and the demo simulator."""
 
 from ._augment import augment_expression, mask_with_shuffled
-from ._graph import adjacency, knn, normalized_adjacency
-from ._loaders import CellDataModule, NeighborBatchSampler
+from ._graph import CellGraph, adjacency, knn, normalized_adjacency, partition_cells
+from ._loaders import CellDataModule, NeighborBatchSampler, PartitionBatchSampler
 from ._preprocess import highly_variable_genes, library_size, log_normalize
 from ._simulate import simulate
 from ._validate import check_counts
 
 __all__ = [
     "CellDataModule",
+    "CellGraph",
     "NeighborBatchSampler",
+    "PartitionBatchSampler",
     "adjacency",
     "augment_expression",
     "check_counts",
@@ -19,5 +21,6 @@ __all__ = [
     "log_normalize",
     "mask_with_shuffled",
     "normalized_adjacency",
+    "partition_cells",
     "simulate",
 ]

@@ -16,10 +16,11 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import knn
+from ..data._graph import knn, partition_cells
 from ..data._loaders import CellDataModule
 from ..data._preprocess import highly_variable_genes, library_size, log_normalize, pca
 from ..data._validate import check_counts, check_n_clusters, check_n_neighbors, get_counts
+from ..train import ClusterPlan, RelativePlateau, StagePlan
 from ._n_clusters import estimate_n_clusters
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,11 @@ class DeepClusteringModel(BaseModelClass):
         return f"_{cls._prefix}_indices"
 
     @classmethod
+    def partition_key(cls) -> str:
+        """``adata.obs`` column with each cell's minibatch group (graph models only)."""
+        return f"_{cls._prefix}_partition"
+
+    @classmethod
     def _setup(
         cls,
         adata: AnnData,
@@ -84,14 +90,21 @@ class DeepClusteringModel(BaseModelClass):
         n_pcs: int,
         gene_min_fraction: float,
         setup_method_args: dict,
+        partition_size: int | None = None,
         **kwargs,
     ) -> None:
-        """Validate counts, select genes, build the kNN graph and register the fields."""
+        """Validate counts, select genes, build the kNN graph and register the fields.
+
+        With ``partition_size``, cells are also grouped for subgraph minibatches
+        (:func:`~scdmac.data.partition_cells`) and the groups registered.
+        """
         counts = get_counts(adata, layer)
         check_counts(counts, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         check_n_neighbors(n_neighbors, adata.n_obs)
         if n_top_genes < 1:
             raise ValueError(f"n_top_genes must be positive, got {n_top_genes}.")
+        if partition_size is not None and partition_size < 1:
+            raise ValueError(f"partition_size must be positive, got {partition_size}.")
         log_counts = log_normalize(counts)
         min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
         hvg = highly_variable_genes(log_counts, n_top_genes, gene_min_cells=min_cells)
@@ -106,6 +119,9 @@ class DeepClusteringModel(BaseModelClass):
             ObsmField(REGISTRY_KEYS.NEIGHBORS_KEY, cls.neighbors_key()),
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, cls.indices_key()),
         ]
+        if partition_size is not None:
+            adata.obs[cls.partition_key()] = partition_cells(pcs, partition_size, random_state=0)
+            fields.append(NumericalObsField(REGISTRY_KEYS.PARTITION_KEY, cls.partition_key()))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
@@ -133,10 +149,11 @@ class DeepClusteringModel(BaseModelClass):
         devices,
         callbacks: list | None = None,
         neighbors: np.ndarray | None = None,
+        partitions: np.ndarray | None = None,
         **trainer_kwargs,
     ) -> None:
         """Run one training plan over all cells with scvi-tools' runner (progress bar, history)."""
-        data = CellDataModule(self.adata_manager, batch_size, neighbors=neighbors)
+        data = CellDataModule(self.adata_manager, batch_size, neighbors=neighbors, partitions=partitions)
         callbacks = list(callbacks or []) + list(trainer_kwargs.pop("callbacks", []))
         if str(trainer_kwargs.get("strategy", "")).startswith("ddp"):
             # our sampler already splits batches across ranks
@@ -159,6 +176,62 @@ class DeepClusteringModel(BaseModelClass):
         runner()
         self.history_ = _merge_history(previous, self.history_)
 
+    def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
+        """Extra arguments of a stage's training plan and data module (subclasses add graph inputs)."""
+        return {}, {}
+
+    def _train_stages(
+        self,
+        stages: Sequence[str],
+        max_epochs: int | None,
+        batch_size: int,
+        lr: float,
+        cluster_lr: float,
+        accelerator: str,
+        devices,
+        early_stopping: bool,
+        tol: float,
+        plan_kwargs: dict | None,
+        pretrain_steps: int = 400,
+        cluster_steps: int = 1000,
+        **trainer_kwargs,
+    ) -> None:
+        """Run stages in order: pretraining stages with a plateau stop, ``"cluster"`` from fresh k-means.
+
+        Without ``max_epochs``, a pretraining stage gets about ``pretrain_steps`` optimiser steps
+        (5 to 200 epochs) and clustering about ``cluster_steps`` (5 to 100 epochs).
+        """
+        plan_kwargs = dict(plan_kwargs or {})
+        n_obs = self.adata.n_obs
+        for stage in stages:
+            callbacks = []
+            plan_inputs, data_inputs = self._stage_inputs(stage)
+            if stage == "cluster":
+                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"])
+                epochs = max_epochs or default_epochs(n_obs, batch_size, cluster_steps, lo=5, hi=100)
+                plan = ClusterPlan(self.module, self._assign_all, tol=tol, lr=cluster_lr, **plan_inputs, **plan_kwargs)
+            else:
+                epochs = max_epochs or default_epochs(n_obs, batch_size, pretrain_steps, lo=5, hi=200)
+                # arguments only the clustering plan knows are not passed to the pretraining plans
+                plan_args = {k: v for k, v in plan_kwargs.items() if k not in ClusterPlan.OWN_ARGS}
+                plan = StagePlan(self.module, stage, lr=lr, **plan_inputs, **plan_args)
+                if early_stopping:
+                    callbacks.append(RelativePlateau(f"{stage}_loss"))
+            logger.info("%s stage %r: up to %d epochs", type(self).__name__, stage, epochs)
+            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **data_inputs, **trainer_kwargs)
+        if self.module.cluster_head.n_clusters > 0:
+            self.write_results()
+
+    def _check_stages(self, stages: str | Sequence[str] | None, all_stages: Sequence[str]) -> list[str]:
+        """Requested stages in training order (default: all)."""
+        if stages is None:
+            return list(all_stages)
+        stages = [stages] if isinstance(stages, str) else list(stages)
+        unknown = [s for s in stages if s not in all_stages]
+        if unknown:
+            raise ValueError(f"Unknown stage(s) {unknown}: choose from {list(all_stages)}.")
+        return sorted(stages, key=list(all_stages).index)
+
     def _collect(
         self, adata: AnnData | None, indices, batch_size: int | None, keys: Sequence[str], fn=None
     ) -> list[np.ndarray]:
@@ -173,7 +246,7 @@ class DeepClusteringModel(BaseModelClass):
         out: dict[str, list] = {k: [] for k in keys}
         with torch.inference_mode():
             for tensors in loader:
-                res = fn(tensors[REGISTRY_KEYS.X_KEY])
+                res = fn(tensors[REGISTRY_KEYS.X_KEY].to(self.module.device))
                 for k in keys:
                     out[k].append(res[k].cpu().numpy())
         self.module.train(was_training)

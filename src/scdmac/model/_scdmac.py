@@ -12,8 +12,7 @@ from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
 from ..module._scdmac import STAGES, SCDMACModule
-from ..train import ClusterPlan, RelativePlateau, StagePlan
-from ._base import DeepClusteringModel, default_epochs
+from ._base import DeepClusteringModel
 
 logger = logging.getLogger(__name__)
 
@@ -187,15 +186,17 @@ class SCDMAC(DeepClusteringModel):
         return pd.DataFrame(values, index=obs_names, columns=genes)
 
     def _stages(self, stages: Stage | Sequence[Stage] | None) -> list[str]:
-        if stages is None:
-            return [s for s in STAGES if s != "denoise" or self.module.denoise]
-        stages = [stages] if isinstance(stages, str) else list(stages)
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise ValueError(f"Unknown stage(s) {unknown}: choose from {list(STAGES)}.")
-        if "denoise" in stages and not self.module.denoise:
-            raise ValueError("This model was built with denoise=False: it has no 'denoise' stage.")
-        return sorted(stages, key=STAGES.index)
+        available = [s for s in STAGES if s != "denoise" or self.module.denoise]
+        if stages is not None and "denoise" in ([stages] if isinstance(stages, str) else stages):
+            if not self.module.denoise:
+                raise ValueError("This model was built with denoise=False: it has no 'denoise' stage.")
+        return self._check_stages(stages, available if stages is None else STAGES)
+
+    def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
+        # the denoiser's swap augmentation reads one kNN neighbour per cell
+        if stage == "denoise" and self.module.augment["swap_rate"] > 0:
+            return {"pair_neighbors": True}, {"neighbors": self._neighbors()}
+        return {}, {}
 
     def train(
         self,
@@ -242,25 +243,16 @@ class SCDMAC(DeepClusteringModel):
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
         """
-        plan_kwargs = dict(plan_kwargs or {})
-        n_obs = self.adata.n_obs
-        for stage in self._stages(stages):
-            callbacks = []
-            neighbors = None
-            if stage == "cluster":
-                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"])
-                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=1000, lo=5, hi=100)
-                plan = ClusterPlan(self.module, self._assign_all, tol=tol, lr=cluster_lr, **plan_kwargs)
-            else:
-                epochs = max_epochs or default_epochs(n_obs, batch_size, target_steps=400, lo=5, hi=200)
-                pair = stage == "denoise" and self.module.augment["swap_rate"] > 0
-                neighbors = self._neighbors() if pair else None
-                # arguments only the clustering plan knows are not passed to the pretraining plans
-                plan_args = {k: v for k, v in plan_kwargs.items() if k not in ClusterPlan.OWN_ARGS}
-                plan = StagePlan(self.module, stage, lr=lr, pair_neighbors=pair, **plan_args)
-                if early_stopping:
-                    callbacks.append(RelativePlateau(f"{stage}_loss"))
-            logger.info("SCDMAC stage %r: up to %d epochs", stage, epochs)
-            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, neighbors, **trainer_kwargs)
-        if self.module.cluster_head.n_clusters > 0:
-            self.write_results()
+        self._train_stages(
+            self._stages(stages),
+            max_epochs,
+            batch_size,
+            lr,
+            cluster_lr,
+            accelerator,
+            devices,
+            early_stopping,
+            tol,
+            plan_kwargs,
+            **trainer_kwargs,
+        )

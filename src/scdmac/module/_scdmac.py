@@ -11,8 +11,8 @@ from torch import nn
 
 from .._constants import REGISTRY_KEYS
 from ..data._augment import augment_expression, mask_with_shuffled
-from ..data._preprocess import TARGET_SUM
 from ._heads import ClusterHead, ClusteringModuleMixin, zinb_nll
+from ._inputs import CountInputMixin
 from ._masked_ae import MaskedAutoencoder
 from ._nn import ScaleNorm
 from ._zinb_ae import ZINBAutoencoder
@@ -20,7 +20,7 @@ from ._zinb_ae import ZINBAutoencoder
 STAGES = ("denoise", "mask", "cluster")
 
 
-class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
+class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
     """Torch side of :class:`~scdmac.model.SCDMAC`; one loss per training stage.
 
     Parameters
@@ -89,8 +89,7 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
     ):
         super().__init__()
         self.n_input = n_input
-        self.register_buffer("gene_indices", torch.as_tensor(np.asarray(gene_indices), dtype=torch.long))
-        self.register_buffer("median_library", torch.tensor(float(median_library)))
+        self._register_count_inputs(gene_indices, median_library)
         n_genes = len(gene_indices)
         self.denoise = denoise
         self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, 64), dropout_rate) if denoise else None
@@ -111,16 +110,9 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
         }
 
     # ---- inputs -------------------------------------------------------------------------------
-    def _split_counts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Modelled counts, size factors and log-normalised expression from a batch of all genes."""
-        library = x.sum(-1).clamp_min(1.0)
-        counts = x[:, self.gene_indices]
-        x_log = torch.log1p(counts * (TARGET_SUM / library).unsqueeze(-1))
-        return counts, library / self.median_library, x_log
-
     def expression(self, x: torch.Tensor) -> torch.Tensor:
         """The masked autoencoder's input: standardised ``log1p`` of the denoised (or normalised) expression."""
-        _, size_factor, x_log = self._split_counts(x)
+        _, size_factor, x_log = self.split_counts(x)
         if self.denoiser is None:
             return self.input_norm(x_log)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.loss_weights["zinb"] > 0):
@@ -130,7 +122,7 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
     @auto_move_data
     def denoised_scale(self, x: torch.Tensor) -> torch.Tensor:
         """Denoised expression ``mu / s_i`` (counts at the median library size)."""
-        _, size_factor, x_log = self._split_counts(x)
+        _, size_factor, x_log = self.split_counts(x)
         return self.denoiser(x_log, size_factor)["scale"]
 
     # ---- BaseModuleClass interface: the clean path used for outputs ------------------------------
@@ -174,8 +166,8 @@ class SCDMACModule(ClusteringModuleMixin, BaseModuleClass):
             self.denoiser.eval()
 
     def _zinb(self, x: torch.Tensor, x_neighbor: torch.Tensor | None) -> torch.Tensor:
-        counts, size_factor, x_log = self._split_counts(x)
-        x_nb = None if x_neighbor is None else self._split_counts(x_neighbor)[2]
+        counts, size_factor, x_log = self.split_counts(x)
+        x_nb = None if x_neighbor is None else self.split_counts(x_neighbor)[2]
         params = self.denoiser(augment_expression(x_log, x_nb, **self.augment), size_factor)
         return zinb_nll(counts, params)
 

@@ -1,5 +1,5 @@
 """Scanpy-style one-liners."""
 
-from ._cluster import scdmac
+from ._cluster import scdmac, scdsec
 
-__all__ = ["scdmac"]
+__all__ = ["scdmac", "scdsec"]

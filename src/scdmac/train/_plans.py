@@ -9,6 +9,7 @@ from scvi.module.base import LossOutput
 from scvi.train import TrainingPlan
 
 from .._constants import REGISTRY_KEYS
+from ..data._graph import CellGraph
 from ..module._heads import target_distribution
 
 
@@ -25,29 +26,48 @@ class StagePlan(TrainingPlan):
         Adam settings.
     pair_neighbors
         Batches hold each cell followed by one of its neighbours (see
-        :class:`~scdmac.data.NeighborBatchSampler`); pass the neighbours to the loss.
+        :class:`~scdmac.data.NeighborBatchSampler`); the loss gets them as ``x_neighbor``.
+    graph
+        The cell graph (:class:`~scdmac.data.CellGraph`); the loss gets the subgraph induced by each
+        batch's cells as ``graph``.
     """
 
-    def __init__(self, module, stage: str, lr: float = 1e-3, weight_decay: float = 0.0, pair_neighbors: bool = False):
+    def __init__(
+        self,
+        module,
+        stage: str,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        pair_neighbors: bool = False,
+        graph: CellGraph | None = None,
+    ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="Adam")
         self.stage = stage
         self.pair_neighbors = pair_neighbors
+        self.graph = graph
 
-    def _split(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        if not self.pair_neighbors:
-            return batch, None
-        n = batch[REGISTRY_KEYS.X_KEY].shape[0] // 2
-        return {k: v[:n] for k, v in batch.items()}, batch[REGISTRY_KEYS.X_KEY][n:]
-
-    def stage_loss(self, batch: dict[str, torch.Tensor], neighbors: torch.Tensor | None) -> LossOutput:
-        loss_fn = getattr(self.module, f"{self.stage}_loss")
+    def loss_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
+        """Keyword arguments of the stage's loss for one batch (``x`` and what the plan adds)."""
         x = batch[REGISTRY_KEYS.X_KEY]
-        return loss_fn(x, neighbors) if neighbors is not None else loss_fn(x)
+        inputs = {"x": x}
+        if self.pair_neighbors:
+            n = x.shape[0] // 2
+            inputs = {"x": x[:n], "x_neighbor": x[n:]}
+        if self.graph is not None:
+            inputs["graph"] = self.graph.subgraph(self.cells(batch).cpu().numpy(), device=x.device)
+        return inputs
+
+    def cells(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Row numbers of the batch's cells (without appended neighbours)."""
+        index = batch[REGISTRY_KEYS.INDICES_KEY].long().view(-1)
+        return index[: index.shape[0] // 2] if self.pair_neighbors else index
+
+    def stage_loss(self, batch: dict[str, torch.Tensor]) -> LossOutput:
+        return getattr(self.module, f"{self.stage}_loss")(**self.loss_inputs(batch))
 
     def training_step(self, batch, batch_idx):
-        cells, neighbors = self._split(batch)
-        out = self.stage_loss(cells, neighbors)
-        n = cells[REGISTRY_KEYS.X_KEY].shape[0]
+        out = self.stage_loss(batch)
+        n = self.cells(batch).shape[0]
         self.log(
             f"{self.stage}_loss",
             out.loss,
@@ -139,6 +159,5 @@ class ClusterPlan(StagePlan):
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
 
-    def stage_loss(self, batch, neighbors):
-        index = batch[REGISTRY_KEYS.INDICES_KEY].long().view(-1)
-        return self.module.cluster_loss(batch[REGISTRY_KEYS.X_KEY], self.target[index], neighbors)
+    def stage_loss(self, batch):
+        return self.module.cluster_loss(target=self.target[self.cells(batch)], **self.loss_inputs(batch))
