@@ -186,11 +186,10 @@ class SCDMAC(DeepClusteringModel):
         return pd.DataFrame(values, index=obs_names, columns=genes)
 
     def _stages(self, stages: Stage | Sequence[Stage] | None) -> list[str]:
-        available = [s for s in STAGES if s != "denoise" or self.module.denoise]
-        if stages is not None and "denoise" in ([stages] if isinstance(stages, str) else stages):
-            if not self.module.denoise:
-                raise ValueError("This model was built with denoise=False: it has no 'denoise' stage.")
-        return self._check_stages(stages, available if stages is None else STAGES)
+        requested = [] if stages is None else [stages] if isinstance(stages, str) else list(stages)
+        if "denoise" in requested and not self.module.denoise:
+            raise ValueError("This model was built with denoise=False: it has no 'denoise' stage.")
+        return self._check_stages(stages, [s for s in STAGES if s != "denoise" or self.module.denoise])
 
     def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
         # the denoiser's swap augmentation reads one kNN neighbour per cell
