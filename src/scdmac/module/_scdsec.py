@@ -14,7 +14,7 @@ from .._constants import REGISTRY_KEYS
 from ._fusion import FusionEncoder
 from ._heads import ClusterHead, ClusteringModuleMixin, ZINBHead, zinb_nll
 from ._inputs import CountInputMixin
-from ._nn import mlp
+from ._nn import ScaleNorm, mlp
 
 STAGES = ("pretrain", "cluster")
 
@@ -82,6 +82,8 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         self._register_count_inputs(gene_indices, median_library)
         n_genes = len(gene_indices)
         widths = list(hidden_widths)
+        # genes centred, one overall scale: a shared offset would otherwise swamp the cell-to-cell signal
+        self.input_norm = ScaleNorm(n_genes)
         self.encoder = FusionEncoder(n_genes, widths, n_latent, alpha, layerwise, dropout_rate)
         self.decoder = mlp(n_latent, widths[::-1], dropout_rate, use_batch_norm=False, use_layer_norm=True)
         self.zinb_head = ZINBHead(widths[0], n_genes)
@@ -92,8 +94,8 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
 
     # ---- forward pieces -------------------------------------------------------------------------
     def expression(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's input: log-normalised expression of the modelled genes."""
-        return self.split_counts(x)[2]
+        """The encoder's input: centred log-normalised expression of the modelled genes."""
+        return self.input_norm(self.split_counts(x)[2])
 
     def embed(self, x_log: torch.Tensor, adj: torch.Tensor) -> dict[str, torch.Tensor]:
         """Embedding (and soft assignment once centres exist) of cells given their expression and graph."""
@@ -119,12 +121,13 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
 
     def _autoencoder_terms(self, x: torch.Tensor, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         counts, size_factor, x_log = self.split_counts(x)
-        z = self.encoder(x_log, graph["adj"])
+        x_in = self.input_norm(x_log)
+        z = self.encoder(x_in, graph["adj"])
         h = self.decoder(z)
         w = self.loss_weights
         terms = {}
         if w["rec"] > 0:
-            terms["rec"] = ((self.rec_head(h) - x_log) ** 2).mean(-1).mean()
+            terms["rec"] = ((self.rec_head(h) - x_in) ** 2).mean(-1).mean()
         if w["zinb"] > 0:
             terms["zinb"] = zinb_nll(counts, self.zinb_head(h, size_factor)).mean() / counts.shape[1]
         if w["graph"] > 0:
