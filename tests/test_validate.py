@@ -5,11 +5,13 @@ import pytest
 import scipy.sparse as sp
 
 import scdmac
-from scdmac.model import SCDMAC
+from scdmac.model import SCDMAC, SCDSEC
 
 
-def _setup(adata, **kw):
-    SCDMAC.setup_anndata(adata, **kw)
+@pytest.fixture(params=[SCDMAC, SCDSEC], ids=["scdmac", "scdsec"])
+def model_cls(request):
+    """Both models share the input checks: every test runs against each."""
+    return request.param
 
 
 @pytest.mark.parametrize(
@@ -21,65 +23,65 @@ def _setup(adata, **kw):
         (lambda X: X.data.__setitem__(slice(None), X.data * 0.37), "non-integer"),
     ],
 )
-def test_bad_values_raise_clear_errors(small, mutate, match):
+def test_bad_values_raise_clear_errors(small, mutate, match, model_cls):
     mutate(small.X)
     with pytest.raises(ValueError, match=match):
-        _setup(small)
+        model_cls.setup_anndata(small)
 
 
-def test_log_normalised_data_is_refused(small):
+def test_log_normalised_data_is_refused(small, model_cls):
     import scanpy as sc
 
     sc.pp.normalize_total(small)
     sc.pp.log1p(small)
     with pytest.raises(ValueError, match="raw integer counts"):
-        _setup(small)
+        model_cls.setup_anndata(small)
 
 
-def test_empty_cells_are_named(small):
+def test_empty_cells_are_named(small, model_cls):
     X = small.X.tolil()
     X[5, :] = 0
     small.X = X.tocsr()
     with pytest.raises(ValueError, match=r"1 cells have no counts.*filter_cells"):
-        _setup(small)
+        model_cls.setup_anndata(small)
 
 
 def test_all_zero_genes_are_not_used(small):
     X = small.X.tolil()
     X[:, :10] = 0
     small.X = X.tocsr()
-    _setup(small, n_top_genes=500)
+    SCDMAC.setup_anndata(small, n_top_genes=500)
     assert not small.var["scdmac_hvg"].iloc[:10].any()
     detected = np.asarray((small.X > 0).sum(0)).ravel() > 0
     assert (small.var["scdmac_hvg"].to_numpy() == detected).all()
 
 
-def test_missing_layer(small):
+def test_missing_layer(small, model_cls):
     with pytest.raises(KeyError, match="Layer 'raw' not found.*available: 'counts'"):
-        _setup(small, layer="raw")
+        model_cls.setup_anndata(small, layer="raw")
 
 
 @pytest.mark.parametrize("k", [1, 0, 300, 1000])
-def test_bad_n_clusters(small, k):
-    _setup(small)
+def test_bad_n_clusters(small, k, model_cls):
+    model_cls.setup_anndata(small)
     with pytest.raises(ValueError, match="n_clusters"):
-        SCDMAC(small, n_clusters=k)
+        model_cls(small, n_clusters=k)
 
 
-def test_n_clusters_type(small):
-    _setup(small)
+def test_n_clusters_type(small, model_cls):
+    model_cls.setup_anndata(small)
     with pytest.raises(TypeError, match="integer or None"):
-        SCDMAC(small, n_clusters=2.5)
+        model_cls(small, n_clusters=2.5)
 
 
-def test_too_many_neighbours(small):
+def test_too_many_neighbours(small, model_cls):
     with pytest.raises(ValueError, match="not smaller than the number of cells"):
-        _setup(small[:10].copy(), n_neighbors=15)
+        model_cls.setup_anndata(small[:10].copy(), n_neighbors=15)
 
 
-def test_dense_input_accepted(small):
+def test_dense_input_accepted(small, model_cls):
     small.X = small.X.toarray()
-    _setup(small)
+    model_cls.setup_anndata(small)
     assert small.obsm["_scdmac_neighbors"].shape == (300, 15)
 
 

@@ -58,6 +58,8 @@ class DeepClusteringModel(BaseModelClass):
 
     _prefix: str = "deep"
     _graph_metric: str = "euclidean"
+    #: default optimiser steps of the clustering stage (its epochs follow from the number of cells)
+    _cluster_steps: int = 1000
 
     # ---- registration -------------------------------------------------------------------------
     @classmethod
@@ -193,14 +195,16 @@ class DeepClusteringModel(BaseModelClass):
         tol: float,
         plan_kwargs: dict | None,
         pretrain_steps: int = 400,
-        cluster_steps: int = 1000,
+        cluster_steps: int | None = None,
         **trainer_kwargs,
     ) -> None:
         """Run stages in order: pretraining stages with a plateau stop, ``"cluster"`` from fresh k-means.
 
         Without ``max_epochs``, a pretraining stage gets about ``pretrain_steps`` optimiser steps
-        (5 to 200 epochs) and clustering about ``cluster_steps`` (5 to 100 epochs).
+        (5 to 200 epochs) and clustering about ``cluster_steps`` (default: the class's
+        ``_cluster_steps``; 5 to 100 epochs).
         """
+        cluster_steps = cluster_steps or self._cluster_steps
         plan_kwargs = dict(plan_kwargs or {})
         n_obs = self.adata.n_obs
         for stage in stages:

@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scvi
+import torch
+from numpy.testing import assert_allclose
+from sklearn.metrics import adjusted_rand_score
+
+import scdmac
+from scdmac.data import CellGraph
+from scdmac.model import SCDSEC
+
+from .conftest import FAST_TRAIN
+
+SMALL_NET = {"hidden_widths": (64, 64, 128)}
+
+
+@pytest.fixture(scope="module")
+def _trained_sec(_small):
+    adata = _small.copy()
+    SCDSEC.setup_anndata(adata, layer="counts", partition_size=64)
+    scvi.settings.seed = 0
+    model = SCDSEC(adata, n_clusters=3, **SMALL_NET)
+    model.train(**FAST_TRAIN)
+    return model
+
+
+def _train(adata, seed=0, n_clusters=3, train=FAST_TRAIN, **kwargs):
+    SCDSEC.setup_anndata(adata, partition_size=64)
+    scvi.settings.seed = seed
+    model = SCDSEC(adata, n_clusters=n_clusters, **{**SMALL_NET, **kwargs})
+    model.train(**train)
+    return model
+
+
+def test_results_written_with_documented_keys(_trained_sec):
+    adata = _trained_sec.adata
+    z = adata.obsm["X_scdsec"]
+    assert z.shape == (300, 10) and z.dtype == np.float32 and np.isfinite(z).all()
+    labels = adata.obs["scdsec_cluster"]
+    assert isinstance(labels.dtype, pd.CategoricalDtype)
+    assert all(isinstance(c, str) for c in labels.cat.categories)
+    soft = adata.obsm["scdsec_soft"]
+    assert soft.shape == (300, 3)
+    assert_allclose(soft.sum(1), 1.0, atol=1e-5)
+    assert set(adata.obsm) == {"X_scdsec", "scdsec_soft", "_scdsec_neighbors"}
+    assert {"_scdsec_indices", "_scdsec_partition", "scdsec_cluster"} <= set(adata.obs)
+    assert "scdsec_hvg" in adata.var
+
+
+def test_predict_and_latent(_trained_sec):
+    hard = _trained_sec.predict()
+    soft = _trained_sec.predict(soft=True)
+    assert hard.shape == (300,) and 0 <= hard.min() and hard.max() < 3
+    assert (soft.argmax(1) == hard).all()
+    assert (_trained_sec.predict(indices=[1, 4]) == hard[[1, 4]]).all()
+    assert _trained_sec.get_latent_representation().shape == (300, 10)
+
+
+def test_history_has_every_stage_and_term(_trained_sec):
+    for key in ("pretrain_loss", "pretrain_rec", "pretrain_zinb", "pretrain_graph", "cluster_loss", "cluster_kl"):
+        assert key in _trained_sec.history
+        assert np.isfinite(_trained_sec.history[key].to_numpy(dtype=float)).all()
+
+
+def test_repr(_trained_sec):
+    assert "SCDSEC" in repr(_trained_sec) and "64-64-128-10" in repr(_trained_sec)
+
+
+def test_save_load_roundtrip(_trained_sec, tmp_path):
+    _trained_sec.save(tmp_path / "m", overwrite=True)
+    loaded = SCDSEC.load(tmp_path / "m", adata=_trained_sec.adata)
+    assert_allclose(loaded.get_latent_representation(), _trained_sec.get_latent_representation(), atol=1e-5)
+    assert (loaded.predict() == _trained_sec.predict()).all()
+
+
+def test_user_data_untouched(small):
+    X, counts = small.X.copy(), small.layers["counts"].copy()
+    obs_cols, var_cols, obsm_keys = set(small.obs), set(small.var), set(small.obsm)
+    _train(small)
+    assert (small.X != X).nnz == 0 and (small.layers["counts"] != counts).nnz == 0
+    assert set(small.obs) - obs_cols == {"_scdsec_indices", "_scdsec_partition", "scdsec_cluster"}
+    assert set(small.var) - var_cols == {"scdsec_hvg"}
+    assert set(small.obsm) - obsm_keys == {"X_scdsec", "scdsec_soft", "_scdsec_neighbors"}
+
+
+def test_same_seed_same_labels(small):
+    a = _train(small.copy(), seed=5).predict()
+    b = _train(small.copy(), seed=5).predict()
+    assert (a == b).all()
+
+
+def test_no_global_side_effects(small):
+    dtype = torch.get_default_dtype()
+    _train(small)
+    assert torch.get_default_dtype() == dtype
+
+
+def test_n_clusters_estimated_and_saved(small, tmp_path):
+    model = _train(small, n_clusters=None)
+    k = model.n_clusters_
+    assert 2 <= k <= 12 and model.predict(soft=True).shape[1] == k
+    model.save(tmp_path / "m")
+    assert SCDSEC.load(tmp_path / "m", adata=small).n_clusters_ == k
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"layerwise": False},
+        {"alpha": 1.0},
+        {"alpha": 0.0},
+        {"rec_weight": 0.0},
+        {"zinb_weight": 0.0},
+        {"graph_weight": 0.0},
+        {"cluster_weight": 0.0},
+    ],
+    ids=["single_fusion", "no_gcn", "no_ae", "no_mse", "no_zinb", "no_graph", "no_kl"],
+)
+def test_ablations_train(small, switches):
+    model = _train(small, **switches)
+    assert model.predict().shape == (300,)
+    terms = {k.split("_", 1)[1] for k in model.history if k.startswith("pretrain_")}
+    for name, weight in (("rec", "rec_weight"), ("zinb", "zinb_weight"), ("graph", "graph_weight")):
+        assert (name in terms) == (switches.get(weight, 1.0) > 0)
+    encoder = model.module.encoder
+    assert (encoder.ae is None) == (switches.get("alpha", 0.5) == 0.0)
+    assert (encoder.gcn is None) == (switches.get("alpha", 0.5) == 1.0)
+
+
+def test_all_terms_off_is_refused(small):
+    SCDSEC.setup_anndata(small)
+    model = SCDSEC(small, n_clusters=3, rec_weight=0, zinb_weight=0, graph_weight=0, **SMALL_NET)
+    with pytest.raises(ValueError, match="switched off"):
+        model.train(stages="pretrain", **FAST_TRAIN)
+
+
+def test_bad_alpha(small):
+    SCDSEC.setup_anndata(small)
+    with pytest.raises(ValueError, match="alpha"):
+        SCDSEC(small, alpha=1.5)
+
+
+def test_single_stage_rerun(small):
+    SCDSEC.setup_anndata(small)
+    model = SCDSEC(small, n_clusters=3, **SMALL_NET)
+    model.train(stages="pretrain", **FAST_TRAIN)
+    with pytest.raises(RuntimeError, match="no clusters yet"):
+        model.predict()
+    model.train(stages="cluster", **FAST_TRAIN)
+    assert "scdsec_cluster" in small.obs
+    with pytest.raises(ValueError, match="Unknown stage"):
+        model.train(stages="denoise")
+
+
+def test_genes_below_min_fraction_are_dropped(small):
+    X = small.X.tolil()
+    X[:, :5] = 0
+    X[:2, :5] = 1  # detected in 2 of 300 cells (< 1%)
+    small.X = X.tocsr()
+    SCDSEC.setup_anndata(small, n_top_genes=1000)
+    assert not small.var["scdsec_hvg"].iloc[:5].any()
+
+
+def test_several_graph_components_train(small):
+    """Two far-apart groups give a graph without edges between them; training must not care."""
+    X = small.X.toarray()
+    X[:150] = np.roll(X[:150], 100, axis=1) * 3
+    small.X = sp.csr_matrix(X)
+    SCDSEC.setup_anndata(small, partition_size=64)
+    graph = CellGraph(small.obsm["_scdsec_neighbors"])
+    n_components, _ = sp.csgraph.connected_components(graph.adjacency)
+    assert n_components >= 2
+    model = SCDSEC(small, n_clusters=2, **SMALL_NET)
+    model.train(**FAST_TRAIN)
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_subgraph_of_cells_without_neighbours_keeps_self_loops():
+    rng = np.random.default_rng(0)
+    indices = np.array([rng.choice(np.delete(np.arange(50), i), 5, replace=False) for i in range(50)])
+    graph = CellGraph(indices)
+    # a cell and none of its neighbours: an isolated node in the subgraph
+    lonely = np.array([0, *np.setdiff1d(np.arange(50), [0, *graph.adjacency[0].indices])[:3]])
+    sub = graph.subgraph(lonely)
+    adj = sub["adj"].to_dense()
+    assert torch.isfinite(adj).all()
+    assert adj[0, 0] > 0 and adj[0, 1:].abs().sum() == 0
+
+
+def test_graph_of_20k_cells_stays_sparse():
+    rng = np.random.default_rng(0)
+    n, k = 20_000, 15
+    indices = rng.integers(0, n, size=(n, k))
+    graph = CellGraph(indices)
+    assert sp.issparse(graph.adjacency) and graph.adjacency.nnz <= 2 * n * k
+    adj = graph.normalized()
+    assert adj.is_sparse and adj.shape == (n, n)
+    assert adj._nnz() <= 2 * n * k + n  # edges both ways plus self-loops, never n × n
+    batch = graph.subgraph(np.arange(512))
+    assert batch["adj"].is_sparse and batch["edges"].shape[0] == 2
+
+
+def test_clusters_simulated_types():
+    adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
+    SCDSEC.setup_anndata(adata)
+    scvi.settings.seed = 0
+    model = SCDSEC(adata, n_clusters=4)
+    model.train(enable_progress_bar=False)  # default architecture, epochs and stopping rules
+    assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
+
+
+def test_one_liner(small):
+    scdmac.tl.scdsec(small, n_clusters=3, layer="counts", model_kwargs=SMALL_NET, train_kwargs=FAST_TRAIN)
+    assert "X_scdsec" in small.obsm and "scdsec_cluster" in small.obs
