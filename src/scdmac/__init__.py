@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, metrics, model, module, tl, train
+from . import data, metrics, model, module, pl, tl, train
 
 try:
     __version__ = version("scdmac")
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["data", "metrics", "model", "module", "tl", "train", "__version__"]
+__all__ = ["data", "metrics", "model", "module", "pl", "tl", "train", "__version__"]
