@@ -1,8 +1,8 @@
 """``scdmac.pl``: figures people would rather look at than read, following ``sc.pl`` conventions.
 
-Every function takes ``show`` (call ``plt.show()`` and return ``None``), ``save`` (write the figure to
-this path) and, where one panel suffices, ``ax`` (draw into it); otherwise it returns the matplotlib
-object it drew.
+Every function takes ``show`` (call ``plt.show()`` and return ``None``; by default only in an
+interactive session), ``save`` (write the figure to this path) and ``ax`` (draw into it); otherwise it
+returns the matplotlib object it drew.
 """
 
 from __future__ import annotations
@@ -20,11 +20,33 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _finish(fig: Figure, show: bool | None, save: str | Path | None):
+_DOC_SHOW_SAVE_AX = """\
+show
+        Call :func:`matplotlib.pyplot.show` and return ``None``. By default only in an interactive
+        session (:func:`matplotlib.is_interactive`), so scripts and tests get the plot objects back.
+    save
+        Write the figure to this path; the suffix picks the format (``.png``, ``.pdf``, ``.svg``).
+    ax"""
+
+
+def _doc_show_save_ax(fn):
+    """Fill the shared text of ``show``, ``save`` and ``ax`` into a docstring (as ``sc.pl`` does)."""
+    # str.replace, not str.format: the docstrings hold other braces (``obsm[f"X_{basis}"]``)
+    if fn.__doc__:  # None under ``python -OO``
+        fn.__doc__ = fn.__doc__.replace("{show_save_ax}", _DOC_SHOW_SAVE_AX)
+    return fn
+
+
+def _finish(fig: Figure, show: bool | None, save: str | Path | None) -> bool:
+    """Save and maybe show ``fig``; ``True`` when the caller should return its plot objects."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     if save is not None:
         fig.savefig(save, dpi=150, bbox_inches="tight")
+    # sc.pl's autoshow, but returning the objects where nothing would be displayed
+    if show is None:
+        show = matplotlib.is_interactive()
     if show:
         plt.show()
         return False
@@ -41,10 +63,11 @@ def _stage_metrics(history: dict[str, pd.DataFrame]) -> dict[str, dict[str, np.n
     return stages
 
 
+@_doc_show_save_ax
 def training_curves(
     model,
     stages: str | Sequence[str] | None = None,
-    keys: Sequence[str] | None = None,
+    keys: str | Sequence[str] | None = None,
     *,
     log_y: bool = False,
     show: bool | None = None,
@@ -52,6 +75,11 @@ def training_curves(
     ax: Axes | None = None,
 ) -> Figure | Axes | None:
     """Per-epoch losses of each training stage, one panel per stage.
+
+    Each metric the stage logged (``model.history`` keys ``{stage}_{metric}``) is one line. The terms
+    differ in scale (a summed ZINB loss next to a KL divergence), so choose them with ``keys`` or use
+    ``log_y``; ``label_change`` is the fraction of cells whose cluster changed, the clustering stage's
+    stopping criterion.
 
     Parameters
     ----------
@@ -62,17 +90,20 @@ def training_curves(
     keys
         Metrics to draw per stage, e.g. ``["loss", "kl"]`` (default: all the stage logged).
     log_y
-        Logarithmic loss axis.
-    show
-        Show the figure and return ``None``.
-    save
-        Write the figure to this path (the format follows the suffix).
-    ax
-        Draw a single stage into this axes.
+        Logarithmic loss axis (values of zero are not drawn).
+    {show_save_ax}
+        Draw into this axes; it holds one panel, so ``stages`` must name one stage.
 
     Returns
     -------
-    The figure (or ``ax`` when given), unless ``show``.
+    :class:`~matplotlib.figure.Figure` or :class:`~matplotlib.axes.Axes` or None
+        The figure with one axes per stage, or ``ax`` when given; ``None`` when shown.
+
+    Examples
+    --------
+    >>> model.train()  # doctest: +SKIP
+    >>> fig = scdmac.pl.training_curves(model, log_y=True, show=False)  # doctest: +SKIP
+    >>> scdmac.pl.training_curves(model, stages="cluster", keys=["loss", "kl"])  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
@@ -80,9 +111,13 @@ def training_curves(
     if not found:
         raise ValueError(f"{type(model).__name__} has no training history: run model.train() first.")
     stages = list(found) if stages is None else [stages] if isinstance(stages, str) else list(stages)
+    keys = [keys] if isinstance(keys, str) else keys  # a bare string would match metrics by substring
     missing = [s for s in stages if s not in found]
     if missing:
-        raise ValueError(f"No history for stage(s) {missing}; stages with history: {list(found)}.")
+        raise ValueError(
+            f"No history for stage(s) {missing}: train them first (model.train(stages=...)) or choose "
+            f"from the stages with history, {list(found)}."
+        )
     if ax is not None and len(stages) != 1:
         raise ValueError(f"`ax` holds one panel but {len(stages)} stages were asked for: pass `stages=` one stage.")
     if ax is None:
@@ -109,6 +144,7 @@ def training_curves(
     return None
 
 
+@_doc_show_save_ax
 def assignment_confidence(
     adata: AnnData,
     basis: str = "umap",
@@ -131,18 +167,22 @@ def assignment_confidence(
         Embedding to draw on (``"umap"`` reads ``obsm["X_umap"]``).
     soft_key
         Soft assignments written by the model (``"scdmac_soft"`` or ``"scdsec_soft"`` by default).
-    show
-        Show the figure and return ``None``.
-    save
-        Write the figure to this path.
-    ax
-        Axes to draw into.
+    {show_save_ax}
+        Axes to draw into (default: a new figure).
     **kwargs
-        Passed to :func:`scanpy.pl.embedding` (e.g. ``size``, ``cmap``).
+        Passed to :func:`scanpy.pl.embedding` (e.g. ``size``, ``cmap``; colours span 0 to 1 unless
+        ``vmin``/``vmax`` say otherwise).
 
     Returns
     -------
-    The axes, unless ``show``.
+    :class:`~matplotlib.axes.Axes` or None
+        The axes drawn into; ``None`` when shown.
+
+    Examples
+    --------
+    >>> sc.pp.neighbors(adata, use_rep="X_scdmac")  # doctest: +SKIP
+    >>> sc.tl.umap(adata)  # doctest: +SKIP
+    >>> scdmac.pl.assignment_confidence(adata, basis="umap", soft_key="scdmac_soft")  # doctest: +SKIP
     """
     import scanpy as sc
 
@@ -185,6 +225,7 @@ def _agreement_table(
     return table
 
 
+@_doc_show_save_ax
 def label_agreement(
     adata: AnnData,
     cluster_key: str = "scdmac_cluster",
@@ -214,16 +255,17 @@ def label_agreement(
         Colour map.
     annotate
         Write the values into the cells (default: when the table has at most 20 × 20 entries).
-    show
-        Show the figure and return ``None``.
-    save
-        Write the figure to this path.
-    ax
-        Axes to draw into.
+    {show_save_ax}
+        Axes to draw into (default: a new figure sized to the table).
 
     Returns
     -------
-    The axes, unless ``show``.
+    :class:`~matplotlib.axes.Axes` or None
+        The heatmap's axes; ``None`` when shown.
+
+    Examples
+    --------
+    >>> scdmac.pl.label_agreement(adata, "scdmac_cluster", "cell_type", normalize="reference")  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
 
@@ -245,10 +287,11 @@ def label_agreement(
         annotate = max(table.shape) <= 20
     if annotate:
         fmt = "{:.0f}" if normalize is None else "{:.2f}"
-        top = float(table.to_numpy().max()) or 1.0
         for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
             if value > 0:
-                colour = "black" if value > 0.6 * top else "white"
+                # dark text on light cells of whatever colour map, light text on dark ones
+                r, g, b, _ = image.cmap(image.norm(value))
+                colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
                 ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6, color=colour)
     scores = agreement(reference, clusters)
     ax.set_title(f"ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}")
