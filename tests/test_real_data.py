@@ -13,25 +13,29 @@ pytestmark = [
 
 
 @pytest.mark.parametrize(
-    "name",
+    ("model_name", "name"),
     [
-        "pbmc_10x_4k_top2000",
-        "paul15_myeloid",
-        "worm_neuron_cao",
+        ("SCDMAC", "pbmc_10x_4k_top2000"),
+        ("SCDMAC", "paul15_myeloid"),
+        ("SCDMAC", "worm_neuron_cao"),
         # a known gap (benchmarks/results/accuracy_summary.md): strict, so it is noticed once it closes
         pytest.param(
+            "SCDMAC",
             "mouse_bladder_han_top2000",
             marks=pytest.mark.xfail(strict=True, reason="SCDMAC trails PCA+KMeans on the bladder atlas"),
         ),
+        ("SCDSEC", "human_kidney_young_top2000"),
+        ("SCDSEC", "pollen_fluidigm130"),
+        ("SCDSEC", "pbmc_10x_4k_top2000"),
     ],
 )
-def test_scdmac_beats_pca_kmeans(name):
+def test_model_beats_pca_kmeans(model_name, name):
     import anndata as ad
     import scvi
     from sklearn.metrics import adjusted_rand_score
 
+    import scdmac
     from scdmac.metrics import pca_kmeans
-    from scdmac.model import SCDMAC
 
     path = SHARED_DATA / f"{name}.h5ad"
     if not path.exists():
@@ -40,9 +44,10 @@ def test_scdmac_beats_pca_kmeans(name):
     k = adata.obs["cell_type"].nunique()
     baseline = adjusted_rand_score(adata.obs["cell_type"], pca_kmeans(adata, k, seed=0))
     scvi.settings.seed = 0
-    SCDMAC.setup_anndata(adata)
-    model = SCDMAC(adata, n_clusters=k)
+    model_cls = getattr(scdmac.model, model_name)
+    model_cls.setup_anndata(adata)
+    model = model_cls(adata, n_clusters=k)
     model.train(enable_progress_bar=False)
-    ours = adjusted_rand_score(adata.obs["cell_type"], adata.obs["scdmac_cluster"])
-    print(f"{name}: SCDMAC ARI {ours:.3f}, PCA+KMeans ARI {baseline:.3f}")
+    ours = adjusted_rand_score(adata.obs["cell_type"], adata.obs[model.cluster_key])
+    print(f"{name}: {model_name} ARI {ours:.3f}, PCA+KMeans ARI {baseline:.3f}")
     assert ours >= baseline - 0.02

@@ -93,6 +93,7 @@ class CellGraph:
 
     @property
     def n_cells(self) -> int:
+        """Number of cells (nodes)."""
         return self.adjacency.shape[0]
 
     def normalized(self, device=None) -> torch.Tensor:

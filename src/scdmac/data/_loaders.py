@@ -165,9 +165,11 @@ class CellDataModule(LightningDataModule):
         self.n_val = 0
 
     def train_dataloader(self) -> AnnDataLoader:
+        """Minibatches over all cells, shuffled, from the batch sampler the arguments select."""
         return cell_loader(
             self.adata_manager, self.batch_size, shuffle=True, neighbors=self.neighbors, partitions=self.partitions
         )
 
     def val_dataloader(self):
+        """No validation split: an empty list."""
         return []

@@ -73,6 +73,7 @@ class ClusterHead(nn.Module):
 
     @property
     def n_clusters(self) -> int:
+        """Number of centres."""
         return self.centers.shape[0]
 
     def reset(self, centers: torch.Tensor) -> None:
@@ -80,6 +81,7 @@ class ClusterHead(nn.Module):
         self.centers = nn.Parameter(torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device))
 
     def squared_distances(self, z: torch.Tensor) -> torch.Tensor:
+        """Squared Euclidean distance of each cell to each centre, ``(cells, clusters)``."""
         return ((z.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2).sum(-1)
 
     def soft_assignment(self, z: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder = nn.Sequential(mlp(n_dec_in, widths[::-1], dropout_rate), nn.Linear(widths[0], n_genes))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding of the input ``x``."""
         return self.encoder(x)
 
     def reconstruction_loss(

@@ -63,6 +63,7 @@ class StagePlan(TrainingPlan):
         return index[: index.shape[0] // 2] if self.pair_neighbors else index
 
     def stage_loss(self, batch: dict[str, torch.Tensor]) -> LossOutput:
+        """The module's loss of this plan's stage on one minibatch."""
         return getattr(self.module, f"{self.stage}_loss")(**self.loss_inputs(batch))
 
     def training_step(self, batch, batch_idx):
