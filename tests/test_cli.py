@@ -1,7 +1,11 @@
+"""``scdmac cluster``: outputs match the Python API; bad input gives one line, exit 2 and no files."""
+
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -10,102 +14,178 @@ import pytest
 import scdmac
 from scdmac._cli import main
 
-FAST = ["--max-epochs", "2", "--no-progress", "--seed", "0"]
+FAST = ["--max-epochs", "1", "--seed", "0"]
 
 
-@pytest.fixture
-def counts_file(small, tmp_path):
-    path = tmp_path / "in.h5ad"
-    small.write_h5ad(path)
+@pytest.fixture(scope="module")
+def _source(tmp_path_factory):
+    adata = scdmac.data.simulate(n_cells=200, n_genes=150, n_clusters=3, de_fraction=0.15, seed=0)
+    assert "counts" in adata.layers
+    path = tmp_path_factory.mktemp("cli") / "source.h5ad"
+    adata.write_h5ad(path)
     return path
 
 
-def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("scdmac: error: ")
+@pytest.fixture
+def counts_file(_source, tmp_path):
+    """200 cells × 150 genes of raw counts in layer 'counts' (and in X), alone in ``tmp_path``."""
+    return Path(shutil.copy(_source, tmp_path / "in.h5ad"))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _one_line_error(capsys, *needles) -> str:
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("scdmac: error: ")
     for needle in needles:
-        assert needle in err[-1]
-    return err[-1]
-
-
-def _no_leftovers(folder, allowed):
-    assert sorted(p.name for p in folder.iterdir()) == sorted(allowed)
+        assert needle in lines[0]
+    assert out == ""
+    return lines[0]
 
 
 @pytest.mark.parametrize("model", ["scdmac", "scdsec"])
-def test_cluster_writes_the_api_keys(counts_file, tmp_path, model):
-    out = tmp_path / "out.h5ad"
+def test_cluster_writes_the_api_keys(counts_file, tmp_path, capsys, model):
+    out, saved = tmp_path / "out.h5ad", tmp_path / "model"
     before = counts_file.read_bytes()
-    args = [str(counts_file), str(out), "--model", model, "--n-clusters", "3", "--layer", "counts", *FAST]
-    assert main(["cluster", *args, "--save-model", str(tmp_path / "m")]) == 0
+    args = ["cluster", str(counts_file), str(out), "--model", model, "--n-clusters", "3", "--layer", "counts", *FAST]
+    if model == "scdsec":  # replacing existing outputs, quietly
+        out.write_text("old")
+        saved.mkdir()
+        (saved / "stale").write_text("old")
+        args += ["--overwrite", "--no-progress"]
+    assert main([*args, "--save-model", str(saved)]) == 0
+    stdout, stderr = capsys.readouterr()
+    summary = stdout.strip().splitlines()
+    assert len(summary) == 1 and "200 cells" in summary[0] and str(out) in summary[0] and " s" in summary[0]
+    assert ("stage 'cluster'" in stderr) == (model == "scdmac")  # progress unless --no-progress
+
     result = ad.read_h5ad(out)
-    assert result.obsm[f"X_{model}"].shape[0] == 300
-    assert result.obsm[f"{model}_soft"].shape == (300, 3)
-    assert result.obs[f"{model}_cluster"].nunique() <= 3
-    assert f"{model}_hvg" in result.var
+    assert result.obsm[f"X_{model}"].shape[0] == 200 and result.obsm[f"X_{model}"].dtype == np.float32
+    assert result.obsm[f"{model}_soft"].shape == (200, 3)
+    assert result.obs[f"{model}_cluster"].dtype == "category"
+    assert f"{model}_hvg" in result.var and f"_{model}_neighbors" in result.obsm
     assert counts_file.read_bytes() == before
-    loaded = getattr(scdmac.model, model.upper()).load(tmp_path / "m", adata=result)
+    assert _files(tmp_path) == ["in.h5ad", "model", "out.h5ad"]
+    assert _files(saved) == ["model.pt"]
+    loaded = getattr(scdmac.model, model.upper()).load(saved, adata=result)
     assert (loaded.predict() == result.obs[f"{model}_cluster"].astype(int).to_numpy()).all()
-    _no_leftovers(tmp_path, ["in.h5ad", "out.h5ad", "m"])
 
 
-def test_missing_input(tmp_path, capsys):
-    assert main(["cluster", str(tmp_path / "nope.h5ad"), str(tmp_path / "o.h5ad")]) == 2
-    _one_line_error(capsys, "not found")
-    _no_leftovers(tmp_path, [])
+def _counts(tmp_path, change):
+    """Write a copy of the simulated counts with ``change(X)`` applied to layer 'counts'."""
+    adata = scdmac.data.simulate(n_cells=60, n_genes=40, n_clusters=2, seed=0)
+    X = adata.layers["counts"].astype(np.float32)
+    X = X.toarray() if hasattr(X, "toarray") else X
+    change(X)
+    adata.layers["counts"] = X
+    adata.write_h5ad(tmp_path / "in.h5ad")
 
 
-def test_not_an_h5ad(tmp_path, capsys):
-    bad = tmp_path / "bad.h5ad"
-    bad.write_text("cell,gene\n")
-    assert main(["cluster", str(bad), str(tmp_path / "o.h5ad")]) == 2
-    _one_line_error(capsys, "cannot read")
-    _no_leftovers(tmp_path, ["bad.h5ad"])
+def _set(value):
+    def change(X):
+        X[3, 2] = value
+
+    return change
 
 
-def test_missing_layer(counts_file, tmp_path, capsys):
-    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), "--layer", "raw", *FAST]) == 2
-    _one_line_error(capsys, "'raw'", "counts")
-    _no_leftovers(tmp_path, ["in.h5ad"])
+# (name, prepare(tmp_path, counts_file), extra args, words the error names)
+BAD = [
+    ("missing input", lambda t, f: f.unlink(), [], ["in.h5ad", "not found"]),
+    ("input is a folder", lambda t, f: (f.unlink(), f.mkdir()), [], ["not a file"]),
+    ("not an h5ad", lambda t, f: f.write_text("cell,gene\n1,2\n"), [], ["cannot read", "h5ad"]),
+    ("missing layer", None, ["--layer", "raw"], ["'raw'", "'counts'", "--layer"]),
+    ("NaN", lambda t, f: _counts(t, _set(np.nan)), ["--layer", "counts"], ["NaN"]),
+    ("inf", lambda t, f: _counts(t, _set(np.inf)), ["--layer", "counts"], ["infinite"]),
+    ("negative", lambda t, f: _counts(t, _set(-1)), ["--layer", "counts"], ["negative"]),
+    ("non-integer", lambda t, f: _counts(t, _set(0.5)), ["--layer", "counts"], ["non-integer"]),
+    ("too many clusters", None, ["--n-clusters", "1000"], ["n_clusters=1000"]),
+    ("output exists", lambda t, f: (t / "o.h5ad").write_text("keep"), [], ["o.h5ad", "--overwrite"]),
+    ("output is the input", None, ["--overwrite", "--out-is-in"], ["is the input file"]),
+    ("model folder exists", lambda t, f: (t / "m").mkdir(), ["--save-model", "{tmp}/m"], ["--save-model", "exists"]),
+    ("unknown accelerator", None, ["--accelerator", "banana"], ["--accelerator banana", "invalid"]),
+]
 
 
-def test_non_count_data(small, tmp_path, capsys):
-    small.X = small.X.astype(np.float32) * 0.5
-    path = tmp_path / "in.h5ad"
-    small.write_h5ad(path)
-    assert main(["cluster", str(path), str(tmp_path / "o.h5ad"), *FAST]) == 2
-    _one_line_error(capsys, "non-integer")
-    _no_leftovers(tmp_path, ["in.h5ad"])
+@pytest.mark.parametrize(("prepare", "extra", "needles"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_one_line_no_files(counts_file, tmp_path, capsys, prepare, extra, needles):
+    if prepare is not None:
+        prepare(tmp_path, counts_file)
+    out = str(tmp_path / "o.h5ad")
+    if "--out-is-in" in extra:
+        extra, out = [a for a in extra if a != "--out-is-in"], str(counts_file)
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    before = {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()}
+    assert main(["cluster", str(counts_file), out, *FAST, "--no-progress", *extra]) == 2
+    _one_line_error(capsys, *needles)
+    assert {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()} == before
 
 
-def test_too_many_clusters(counts_file, tmp_path, capsys):
-    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), "--n-clusters", "1000", *FAST]) == 2
-    _one_line_error(capsys, "n_clusters")
-
-
-def test_output_exists_or_folder_missing(counts_file, tmp_path, capsys):
-    out = tmp_path / "o.h5ad"
-    out.write_text("keep me")
-    assert main(["cluster", str(counts_file), str(out), *FAST]) == 2
-    _one_line_error(capsys, "--overwrite")
-    assert out.read_text() == "keep me"
+def test_output_folder_missing(counts_file, tmp_path, capsys):
     assert main(["cluster", str(counts_file), str(tmp_path / "no" / "o.h5ad"), *FAST]) == 2
-    _one_line_error(capsys, "does not exist")
+    _one_line_error(capsys, "'" + str(tmp_path / "no") + "'", "does not exist")
+    assert _files(tmp_path) == ["in.h5ad"]
 
 
-def test_console_entry_points():
-    for cmd in (["-m", "scdmac", "--help"], ["-m", "scdmac", "cluster", "--help"]):
-        done = subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "usage: scdmac" in done.stdout
-    done = subprocess.run([sys.executable, "-m", "scdmac", "cluster"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "required" in done.stderr
+def test_error_is_the_last_line_with_progress(counts_file, tmp_path, capsys):
+    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), "--layer", "raw", *FAST]) == 2
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("scdmac: error: Layer 'raw'") and "Traceback" not in err and out == ""
 
 
-def test_installed_script():
-    from pathlib import Path
+def test_failed_write_leaves_nothing(counts_file, tmp_path, capsys, monkeypatch):
+    """A run that dies while writing (here: Ctrl-C) leaves neither OUT nor a temporary file."""
 
+    def train(self, **kwargs):  # skip training: only the writing matters here
+        pass
+
+    def write_h5ad(self, path, **kwargs):
+        Path(path).write_bytes(b"half an h5ad")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scdmac.model.SCDMAC, "train", train)
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", write_h5ad)
+    out = tmp_path / "o.h5ad"
+    assert main(["cluster", str(counts_file), str(out), *FAST, "--save-model", str(tmp_path / "m")]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "scdmac: error: interrupted"
+    assert _files(tmp_path) == ["in.h5ad"]
+
+
+def test_usage_in_process(capsys):
+    assert main(["--help"]) == 0
+    assert "usage: scdmac" in capsys.readouterr().out
+    assert main(["cluster"]) == 2  # argparse: input and output are required
+    assert "required" in capsys.readouterr().err
+    assert main(["cluster", "a.h5ad", "b.h5ad", "--max-epochs", "0"]) == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_console_entry_points(tmp_path):
+    """``python -m scdmac`` and the installed ``scdmac`` script (each start imports torch: run them together)."""
     script = Path(sys.executable).parent / "scdmac"
-    if not script.exists():
-        pytest.skip("package not installed with its console script")
-    done = subprocess.run([str(script), "cluster", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "--n-clusters" in done.stdout
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "scdmac"]
+    runs = {
+        "module": [sys.executable, "-m", "scdmac", "--help"],
+        "module cluster": [sys.executable, "-m", "scdmac", "cluster", "--help"],
+        "error": [*command, "cluster", str(tmp_path / "nope.h5ad"), "o.h5ad"],
+    }
+    procs = {
+        k: subprocess.Popen(v, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        for k, v in runs.items()
+    }
+    done = {}
+    for name, proc in procs.items():  # communicate, not wait: full pipes would block the child
+        out, err = proc.communicate(timeout=300)
+        done[name] = (proc.returncode, out, err)
+
+    rc, out, _ = done["module"]
+    assert rc == 0 and "usage: scdmac" in out and "cluster" in out and "demo" in out
+    rc, out, _ = done["module cluster"]
+    assert rc == 0 and "usage: scdmac cluster" in out and "--n-clusters" in out
+    rc, out, err = done["error"]  # through the installed script when there is one
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [f"scdmac: error: input file {str(tmp_path / 'nope.h5ad')!r} not found"]

@@ -26,7 +26,7 @@ pytestmark = [
         ),
         ("SCDSEC", "human_kidney_young_top2000"),
         ("SCDSEC", "pollen_fluidigm130"),
-        ("SCDSEC", "pbmc_10x_4k_top2000"),
+        ("SCDSEC", "worm_neuron_cao"),
     ],
 )
 def test_model_beats_pca_kmeans(model_name, name):

@@ -1,30 +1,65 @@
-"""The ``scdmac`` command line: ``scdmac cluster IN.h5ad OUT.h5ad`` for pipelines, ``scdmac demo`` to try it."""
+"""The ``scdmac`` command line: ``scdmac cluster IN.h5ad OUT.h5ad`` for pipelines, ``scdmac demo`` to try it.
+
+``scdmac cluster`` reads raw counts, trains :class:`~scdmac.model.SCDMAC` or :class:`~scdmac.model.SCDSEC` and
+writes the input plus the keys the Python API writes (``obsm['X_<model>']``, ``obs['<model>_cluster']``,
+``obsm['<model>_soft']`` and the setup keys) to ``OUT``.
+
+- Problems with the input (a missing or unreadable file, a missing layer, data that are not raw counts, an
+  existing output without ``--overwrite``, a missing output folder, an unusable accelerator) end with exit
+  status 2 and one line ``scdmac: error: ...`` on stderr.
+- ``OUT`` (and ``--save-model DIR``) are written under temporary names beside their targets and moved into
+  place only once everything succeeded: a failed or interrupted run leaves neither a half-written file nor a
+  temporary one.
+- Progress (Lightning's bar, a line per stage) goes to stderr and the one-line summary to stdout.
+  Lightning's own notices and warnings (accelerator availability, logging tips) are kept out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import shutil
 import sys
-import tempfile
 import time
+import uuid
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 MODELS = ("scdmac", "scdsec")
+#: exit status of usage and input errors (argparse's own)
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: loggers whose INFO lines (accelerator availability, tips, "Seed set to") are not progress
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
 class InputError(Exception):
     """A problem with the user's input, reported as one line and exit status 2."""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scdmac", description="Deep clustering of single-cell RNA-seq counts.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{cluster,demo}")
 
     cluster = sub.add_parser(
         "cluster",
         help="cluster the raw counts of an .h5ad file and write the results to a new .h5ad",
         description="Cluster raw counts with SCDMAC or SCDSEC and write the input plus the results "
-        "(obsm['X_<model>'], obs['<model>_cluster'], obsm['<model>_soft'] and the setup keys) to OUT.",
+        "(obsm['X_<model>'], obs['<model>_cluster'], obsm['<model>_soft'] and the setup keys) to OUT. "
+        "Input errors exit with status 2 and one line on stderr; OUT appears only when the run succeeded.",
     )
     cluster.add_argument("input", type=Path, help="AnnData (.h5ad) of raw counts")
     cluster.add_argument("output", type=Path, help="where to write the clustered AnnData (.h5ad)")
@@ -32,14 +67,29 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--n-clusters", type=int, default=None, help="number of clusters (default: estimated)")
     cluster.add_argument("--layer", default=None, help="layer holding the raw counts (default: X)")
     cluster.add_argument("--seed", type=int, default=0, help="scvi.settings.seed (default: 0)")
-    cluster.add_argument("--max-epochs", type=int, default=None, help="epochs per stage (default: the model's)")
-    cluster.add_argument("--batch-size", type=int, default=None, help="cells per minibatch (default: the model's)")
-    cluster.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default: auto)")
-    cluster.add_argument("--n-top-genes", type=int, default=None, help="highly variable genes modelled")
-    cluster.add_argument("--n-neighbors", type=int, default=None, help="neighbours per cell in the kNN graph")
+    cluster.add_argument(
+        "--max-epochs", type=_positive_int, default=None, help="epochs per stage (default: the model's)"
+    )
+    cluster.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="cells per minibatch (default: the model's)"
+    )
+    cluster.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: auto)"
+    )
+    cluster.add_argument(
+        "--n-top-genes", type=_positive_int, default=None, help="highly variable genes modelled (default: the model's)"
+    )
+    cluster.add_argument(
+        "--n-neighbors",
+        type=_positive_int,
+        default=None,
+        help="neighbours per cell in the kNN graph (default: the model's)",
+    )
     cluster.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model")
     cluster.add_argument("--overwrite", action="store_true", help="replace OUT (and --save-model DIR) if present")
-    cluster.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
+    cluster.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar and stage lines (errors and summary stay)"
+    )
 
     demo = sub.add_parser("demo", help="cluster simulated cell types; print ARI/NMI; write h5ad and UMAP")
     demo.add_argument("--out", default="scdmac_demo_output", help="output folder")
@@ -48,15 +98,43 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---- checks before any work ----------------------------------------------------------------------------
+def _check_target(path: Path, what: str, overwrite: bool, folder: bool) -> None:
+    """``path`` can be written: its folder exists and is writable, and it is absent unless ``overwrite``."""
+    if path.exists():
+        if path.is_dir() != folder:
+            is_, wanted = ("a file", "a folder") if folder else ("a folder", "a file")
+            raise InputError(f"{what} {str(path)!r} is {is_}, not {wanted}")
+        if not overwrite:
+            raise InputError(f"{what} {str(path)!r} exists: pass --overwrite to replace it")
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"folder {str(parent)!r} for the {what} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"folder {str(parent)!r} for the {what} is not writable")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
-    if not args.input.is_file():
+    if not args.input.exists():
         raise InputError(f"input file {str(args.input)!r} not found")
-    if args.output.exists() and not args.overwrite:
-        raise InputError(f"output {str(args.output)!r} exists: pass --overwrite to replace it")
-    if not args.output.parent.is_dir():
-        raise InputError(f"output folder {str(args.output.parent)!r} does not exist")
-    if args.save_model is not None and args.save_model.exists() and not args.overwrite:
-        raise InputError(f"model folder {str(args.save_model)!r} exists: pass --overwrite to replace it")
+    if not args.input.is_file():
+        raise InputError(f"input {str(args.input)!r} is not a file")
+    if args.output.exists() and args.output.resolve() == args.input.resolve():
+        raise InputError(f"output {str(args.output)!r} is the input file: write the results to a new file")
+    _check_target(args.output, "output", args.overwrite, folder=False)
+    if args.save_model is not None:
+        _check_target(args.save_model, "--save-model folder", args.overwrite, folder=True)
+
+
+def _check_accelerator(name: str) -> None:
+    """Fail before reading data when Lightning cannot use ``name`` (unknown, or no such device here)."""
+    import lightning.pytorch as pl
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        pl.Trainer(accelerator=name, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    except (ValueError, MisconfigurationException) as err:
+        raise InputError(f"--accelerator {name}: {err}") from err
 
 
 def _read(path: Path):
@@ -68,55 +146,137 @@ def _read(path: Path):
         raise InputError(f"cannot read {str(path)!r} as an .h5ad AnnData ({type(err).__name__}: {err})") from err
 
 
-def _write_atomically(adata, output: Path) -> None:
-    """Write to a temporary file beside ``output`` and move it into place: never a half-written file."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+# ---- output ---------------------------------------------------------------------------------------------
+def _temporary(target: Path) -> Path:
+    """A hidden name beside ``target`` that no one else uses (created later, with the user's umask)."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
+def _remove(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` to ``target``; an existing folder at ``target`` is replaced (files are replaced atomically)."""
+    if target.is_dir():
+        old = _temporary(target)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+
+
+# ---- console --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _console(progress: bool) -> Iterator[None]:
+    """Send training output to stderr: Lightning's bar and the package's stage lines, without Lightning's notices.
+
+    Everything is restored on exit, so :func:`main` can run in a Python session.
+    """
+    package = logging.getLogger("scdmac")
+    quiet = list(_LIGHTNING_LOGGERS) + ([] if progress else ["scvi"])
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    package_level = package.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("scdmac: %(message)s"))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.filterwarnings("ignore", module=r"lightning")
+        for name in quiet:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        if progress:
+            package.addHandler(handler)
+            package.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            package.removeHandler(handler)
+            package.setLevel(package_level)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"scdmac: {message}", file=sys.stderr, flush=True)
+
+
+# ---- commands -------------------------------------------------------------------------------------------
 def cluster(args: argparse.Namespace) -> None:
-    """Run ``scdmac cluster``: read, set up, train, write (see ``scdmac cluster --help``)."""
-    import scvi
-
-    from . import model as models
-
-    _check_paths(args)
+    """Run ``scdmac cluster``: check, read, set up, train, write (see ``scdmac cluster --help``)."""
     start = time.perf_counter()
-    adata = _read(args.input)
-    model_cls = getattr(models, args.model.upper())
-    setup = {k: v for k, v in {"n_top_genes": args.n_top_genes, "n_neighbors": args.n_neighbors}.items() if v}
-    train = {"accelerator": args.accelerator, "enable_progress_bar": not args.no_progress}
-    train.update({k: v for k, v in {"max_epochs": args.max_epochs, "batch_size": args.batch_size}.items() if v})
-    print(
-        f"scdmac: {adata.n_obs} cells × {adata.n_vars} genes from {args.input}; model {model_cls.__name__}",
-        file=sys.stderr,
-    )
+    progress = not args.no_progress
+    _check_paths(args)
+    tmp_output = tmp_model = None
     try:
-        scvi.settings.seed = args.seed
-        model_cls.setup_anndata(adata, layer=args.layer, **setup)
-        trained = model_cls(adata, n_clusters=args.n_clusters)
-    except (KeyError, ValueError, TypeError) as err:
-        raise InputError(str(err.args[0]) if err.args else str(err)) from err
-    trained.train(**train)
-    if args.save_model is not None:
-        trained.save(args.save_model, overwrite=args.overwrite)
-    _write_atomically(adata, args.output)
+        with _console(progress):
+            import scvi
+
+            from . import model as models
+
+            _check_accelerator(args.accelerator)
+            adata = _read(args.input)
+            model_cls = getattr(models, args.model.upper())
+            # "X" names adata.X unless the file has a layer of that name
+            layer = None if args.layer == "X" and "X" not in adata.layers else args.layer
+            where = "X" if layer is None else f"layer {layer!r}"
+            _say(progress, f"read {adata.n_obs} cells × {adata.n_vars} genes from {args.input} ({where})")
+            setup = {"n_top_genes": args.n_top_genes, "n_neighbors": args.n_neighbors}
+            train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size}
+            train = {k: v for k, v in train.items() if v is not None}
+            try:
+                scvi.settings.seed = args.seed
+                model_cls.setup_anndata(adata, layer=layer, **{k: v for k, v in setup.items() if v is not None})
+                trained = model_cls(adata, n_clusters=args.n_clusters)
+            except (KeyError, ValueError) as err:  # the package's validation: messages name problem and fix
+                message = str(err.args[0]) if err.args else str(err)
+                if "layer" in message:  # its fix is phrased for Python
+                    message += " On the command line: --layer NAME picks the layer; without it, X is used."
+                raise InputError(message) from err
+            _say(progress, f"training {model_cls.__name__} on {args.accelerator}")
+            trained.train(accelerator=args.accelerator, enable_progress_bar=progress, **train)
+
+            _say(progress, f"writing {args.output}")
+            tmp_output = _temporary(args.output)
+            adata.write_h5ad(tmp_output)
+            if args.save_model is not None:
+                tmp_model = _temporary(args.save_model)
+                trained.save(tmp_model, overwrite=True)
+                _publish(tmp_model, args.save_model)
+            _publish(tmp_output, args.output)
+    finally:
+        _remove(tmp_output)
+        _remove(tmp_model)
+    found = adata.obs[trained.cluster_key].nunique()
+    source = "requested" if args.n_clusters is not None else "estimated"
     print(
-        f"scdmac: {trained.n_clusters_} clusters for {adata.n_obs} cells written to {args.output} "
-        f"({time.perf_counter() - start:.0f} s)",
-        file=sys.stderr,
+        f"scdmac: {model_cls.__name__} put {adata.n_obs} cells in {found} cluster{'s' * (found != 1)} "
+        f"({trained.n_clusters_} {source}); wrote {args.output} in {time.perf_counter() - start:.1f} s",
+        flush=True,
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``scdmac`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+def _error(message: str) -> None:
+    print(f"scdmac: error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``scdmac`` command (and ``python -m scdmac``); returns the exit status.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name (default: ``sys.argv[1:]``).
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as done:  # --help, or a usage error argparse has printed
+        return done.code if isinstance(done.code, int) else int(done.code is not None)
     try:
         if args.command == "cluster":
             cluster(args)
@@ -125,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
 
             run_demo(args.out, n_cells=args.n_cells, seed=args.seed)
     except InputError as err:
-        print(f"scdmac: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        _error(str(err))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
     return 0
