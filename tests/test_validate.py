@@ -82,7 +82,7 @@ def test_too_many_neighbours(small, model_cls):
 def test_dense_input_accepted(small, model_cls):
     small.X = small.X.toarray()
     model_cls.setup_anndata(small)
-    assert small.obsm["_scdmac_neighbors"].shape == (300, 15)
+    assert small.obsm[model_cls.neighbors_key()].shape == (300, 15)
 
 
 def test_check_counts_direct():
