@@ -56,7 +56,7 @@ def test_cluster_writes_the_api_keys(counts_file, tmp_path, capsys, model):
         out.write_text("old")
         saved.mkdir()
         (saved / "stale").write_text("old")
-        args += ["--overwrite", "--no-progress"]
+        args += ["--overwrite", "--no-progress", "--cluster-init", "leiden"]
     assert main([*args, "--save-model", str(saved)]) == 0
     stdout, stderr = capsys.readouterr()
     summary = stdout.strip().splitlines()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.metrics import adjusted_rand_score
 
 import scdmac
 from scdmac.data import (
@@ -90,3 +91,16 @@ def test_estimate_n_clusters_on_blobs():
     centers = rng.normal(0, 10, (5, 8))
     z = np.concatenate([c + rng.normal(0, 0.5, (80, 8)) for c in centers]).astype(np.float32)
     assert scdmac.model.estimate_n_clusters(z) == 5
+
+
+def test_leiden_at_k_finds_the_requested_number():
+    from scdmac.model._n_clusters import leiden_at_k
+
+    rng = np.random.default_rng(1)
+    centers = rng.normal(0, 10, (5, 8))
+    truth = np.repeat(np.arange(5), 80)
+    z = (centers[truth] + rng.normal(0, 0.5, (400, 8))).astype(np.float32)
+    assert adjusted_rand_score(truth, leiden_at_k(z, 5)) == 1.0
+    assert leiden_at_k(z, 8).max() + 1 == 8  # splits blobs when asked for more
+    # separate blobs cannot be merged by any resolution: the closest count comes back
+    assert leiden_at_k(z, 2).max() + 1 > 2

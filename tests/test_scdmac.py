@@ -152,6 +152,10 @@ def test_clusters_simulated_types():
     model = SCDMAC(adata, n_clusters=4)
     model.train(enable_progress_bar=False)  # default epochs and stopping rules
     assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
+    # the clustering stage again, from the Leiden communities of the same pretrained embedding
+    model.train(stages="cluster", cluster_init="leiden", enable_progress_bar=False)
+    assert model.n_clusters_ == 4 and len(np.unique(model.predict())) == 4
+    assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
 
 
 def test_one_liner(small):

@@ -79,6 +79,13 @@ def test_too_many_neighbours(small, model_cls):
         model_cls.setup_anndata(small[:10].copy(), n_neighbors=15)
 
 
+def test_bad_cluster_init(small, model_cls):
+    model_cls.setup_anndata(small)
+    with pytest.raises(ValueError, match="cluster_init must be 'kmeans' or 'leiden'"):
+        model_cls(small, n_clusters=3).train(cluster_init="spectral")
+    assert not small.obsm.keys() & {model_cls._prefix + "_soft", "X_" + model_cls._prefix}
+
+
 def test_dense_input_accepted(small, model_cls):
     small.X = small.X.toarray()
     model_cls.setup_anndata(small)

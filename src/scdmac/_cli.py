@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="neighbours per cell in the kNN graph (default: the model's)",
     )
+    cluster.add_argument(
+        "--cluster-init",
+        choices=("kmeans", "leiden"),
+        default="kmeans",
+        help="how the clustering stage places its centres (default: kmeans)",
+    )
     cluster.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model")
     cluster.add_argument("--overwrite", action="store_true", help="replace OUT (and --save-model DIR) if present")
     cluster.add_argument(
@@ -227,7 +233,7 @@ def cluster(args: argparse.Namespace) -> None:
             where = "X" if layer is None else f"layer {layer!r}"
             _say(progress, f"read {adata.n_obs} cells × {adata.n_vars} genes from {args.input} ({where})")
             setup = {"n_top_genes": args.n_top_genes, "n_neighbors": args.n_neighbors}
-            train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size}
+            train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "cluster_init": args.cluster_init}
             train = {k: v for k, v in train.items() if v is not None}
             try:
                 scvi.settings.seed = args.seed

@@ -21,7 +21,7 @@ from ..data._loaders import CellDataModule
 from ..data._preprocess import highly_variable_genes, library_size, log_normalize, pca
 from ..data._validate import check_counts, check_n_clusters, check_n_neighbors, get_counts
 from ..train import ClusterPlan, RelativePlateau, StagePlan
-from ._n_clusters import estimate_n_clusters
+from ._n_clusters import estimate_n_clusters, leiden_at_k
 
 logger = logging.getLogger(__name__)
 
@@ -193,17 +193,20 @@ class DeepClusteringModel(BaseModelClass):
         devices,
         early_stopping: bool,
         tol: float,
+        cluster_init: str,
         plan_kwargs: dict | None,
         pretrain_steps: int = 400,
         cluster_steps: int | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Run stages in order: pretraining stages with a plateau stop, ``"cluster"`` from fresh k-means.
+        """Run stages in order: pretraining stages with a plateau stop, ``"cluster"`` from fresh centres.
 
         Without ``max_epochs``, a pretraining stage gets about ``pretrain_steps`` optimiser steps
         (5 to 200 epochs) and clustering about ``cluster_steps`` (default: the class's
         ``_cluster_steps``; 5 to 100 epochs).
         """
+        if cluster_init not in ("kmeans", "leiden"):
+            raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
         cluster_steps = cluster_steps or self._cluster_steps
         plan_kwargs = dict(plan_kwargs or {})
         n_obs = self.adata.n_obs
@@ -211,7 +214,7 @@ class DeepClusteringModel(BaseModelClass):
             callbacks = []
             plan_inputs, data_inputs = self._stage_inputs(stage)
             if stage == "cluster":
-                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"])
+                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init)
                 epochs = max_epochs or default_epochs(n_obs, batch_size, cluster_steps, lo=5, hi=100)
                 plan = ClusterPlan(self.module, self._assign_all, tol=tol, lr=cluster_lr, **plan_inputs, **plan_kwargs)
             else:
@@ -259,8 +262,8 @@ class DeepClusteringModel(BaseModelClass):
     def _assign_all(self) -> torch.Tensor:
         return torch.from_numpy(self._collect(None, None, None, ["q"])[0])
 
-    def _init_clusters(self, n_clusters: int | None) -> None:
-        """k-means centres on the pretrained embedding; estimate their number when not given."""
+    def _init_clusters(self, n_clusters: int | None, method: str = "kmeans") -> None:
+        """Centres on the pretrained embedding (k-means or Leiden at k); estimate their number when not given."""
         from sklearn.cluster import KMeans
 
         z = self._collect(None, None, None, ["z"])[0]
@@ -268,10 +271,25 @@ class DeepClusteringModel(BaseModelClass):
         if n_clusters is None:
             n_clusters = estimate_n_clusters(z, random_state=seed)
             logger.info("Estimated %d clusters from the pretrained embedding.", n_clusters)
-        km = KMeans(n_clusters, n_init=20, random_state=seed).fit(z)
-        # largest cluster first: label ids then do not depend on k-means' arbitrary numbering
-        order = np.argsort(-np.bincount(km.labels_, minlength=n_clusters), kind="stable")
-        self.module.cluster_head.reset(torch.from_numpy(km.cluster_centers_[order].astype(np.float32)))
+        labels = None
+        if method == "leiden":
+            labels = leiden_at_k(z, n_clusters, random_state=seed)
+            if labels.max() + 1 != n_clusters:
+                logger.warning(
+                    "No Leiden resolution gives %d communities (closest: %d); centres from k-means instead.",
+                    n_clusters,
+                    labels.max() + 1,
+                )
+                labels = None
+        if labels is None:
+            km = KMeans(n_clusters, n_init=20, random_state=seed).fit(z)
+            labels, centers = km.labels_, km.cluster_centers_
+        else:
+            centers = np.stack([z[labels == c].mean(0) for c in range(n_clusters)])
+        # largest cluster first: label ids then do not depend on the partitioner's arbitrary numbering
+        order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
+        centers = centers[order].astype(np.float32)
+        self.module.cluster_head.reset(torch.from_numpy(centers))
         self.n_clusters_ = int(n_clusters)
 
     # ---- outputs -------------------------------------------------------------------------------

@@ -39,8 +39,15 @@ def estimate_n_clusters(
     int
         The estimated number of clusters.
     """
+    n = embedding.shape[0]
+    membership = leiden_communities(embedding, resolution, n_neighbors, random_state)
+    sizes = np.bincount(membership)
+    k = int((sizes >= max(5, min_fraction * n)).sum())
+    return int(np.clip(k, 2, min(max_clusters, n - 1)))
+
+
+def _knn_graph(embedding: np.ndarray, n_neighbors: int, random_state: int | None):
     import igraph as ig
-    import leidenalg
 
     from ..data._graph import adjacency, knn
 
@@ -48,13 +55,57 @@ def estimate_n_clusters(
     idx, _ = knn(np.asarray(embedding, dtype=np.float32), min(n_neighbors, n - 1), random_state=random_state)
     A = adjacency(idx).tocoo()
     keep = A.row < A.col
-    graph = ig.Graph(n=n, edges=list(zip(A.row[keep].tolist(), A.col[keep].tolist(), strict=True)))
+    return ig.Graph(n=n, edges=list(zip(A.row[keep].tolist(), A.col[keep].tolist(), strict=True)))
+
+
+def leiden_communities(
+    embedding: np.ndarray, resolution: float = 1.0, n_neighbors: int = 15, random_state: int | None = 0, graph=None
+) -> np.ndarray:
+    """Leiden communities (RB configuration model) of the embedding's symmetrised kNN graph.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        Community number per cell, ``0`` for the largest.
+    """
+    import leidenalg
+
+    graph = graph if graph is not None else _knn_graph(embedding, n_neighbors, random_state)
     part = leidenalg.find_partition(
         graph,
         leidenalg.RBConfigurationVertexPartition,
         resolution_parameter=resolution,
         seed=0 if random_state is None else int(random_state),
     )
-    sizes = np.bincount(np.asarray(part.membership))
-    k = int((sizes >= max(5, min_fraction * n)).sum())
-    return int(np.clip(k, 2, min(max_clusters, n - 1)))
+    return np.asarray(part.membership, dtype=np.int64)
+
+
+def leiden_at_k(
+    embedding: np.ndarray, n_clusters: int, n_neighbors: int = 15, random_state: int | None = 0, max_steps: int = 30
+) -> np.ndarray:
+    """Leiden communities with the resolution bisected until there are ``n_clusters`` of them.
+
+    When no resolution gives exactly ``n_clusters`` within ``max_steps`` bisections, the partition
+    with the closest number of communities (fewer preferred) is returned.
+    """
+    graph = _knn_graph(embedding, n_neighbors, random_state)
+
+    def count(resolution: float) -> tuple[int, np.ndarray]:
+        labels = leiden_communities(embedding, resolution, random_state=random_state, graph=graph)
+        return int(labels.max()) + 1, labels
+
+    lo, hi = 0.0, 1.0
+    k_hi, labels = count(hi)
+    while k_hi < n_clusters and hi < 100:  # grow the upper bound until it gives enough communities
+        lo, hi = hi, hi * 2
+        k_hi, labels = count(hi)
+    best_k, best = k_hi, labels
+    for _ in range(max_steps):
+        if best_k == n_clusters:
+            break
+        mid = (lo + hi) / 2
+        k_mid, labels = count(mid)
+        lo, hi = (lo, mid) if k_mid > n_clusters else (mid, hi)
+        if (abs(k_mid - n_clusters), k_mid > n_clusters) < (abs(best_k - n_clusters), best_k > n_clusters):
+            best_k, best = k_mid, labels
+    return best

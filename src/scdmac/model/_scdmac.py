@@ -208,6 +208,7 @@ class SCDMAC(DeepClusteringModel):
         devices: int | list[int] | str = "auto",
         early_stopping: bool = True,
         tol: float = 1e-3,
+        cluster_init: Literal["kmeans", "leiden"] = "kmeans",
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
@@ -236,6 +237,11 @@ class SCDMAC(DeepClusteringModel):
         tol
             The clustering stage stops when fewer than this fraction of cells change cluster between
             two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
+        cluster_init
+            How the clustering stage places its centres: ``"kmeans"`` (k-means on the embedding, the
+            papers' choice) or ``"leiden"`` (means of the Leiden communities of the embedding's 15-NN
+            graph, resolution searched for ``n_clusters`` communities; k-means when no resolution gives
+            that many). See the method notes for when each does better.
         plan_kwargs
             Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
             :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay`` or ``update_interval``.
@@ -252,6 +258,7 @@ class SCDMAC(DeepClusteringModel):
             devices,
             early_stopping,
             tol,
+            cluster_init,
             plan_kwargs,
             **trainer_kwargs,
         )
