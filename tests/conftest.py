@@ -31,6 +31,23 @@ def small(_small):
 FAST_TRAIN = {"max_epochs": 2, "enable_progress_bar": False, "batch_size": 128}
 
 
+def assert_results_written(adata, prefix: str, n_latent: int, n_clusters: int) -> None:
+    """The documented output keys of a trained model: embedding, categorical string labels, soft rows summing to 1."""
+    import numpy as np
+    import pandas as pd
+    from numpy.testing import assert_allclose
+
+    z = adata.obsm[f"X_{prefix}"]
+    assert z.shape == (adata.n_obs, n_latent) and z.dtype == np.float32
+    labels = adata.obs[f"{prefix}_cluster"]
+    assert isinstance(labels.dtype, pd.CategoricalDtype)
+    assert all(isinstance(c, str) for c in labels.cat.categories)
+    soft = adata.obsm[f"{prefix}_soft"]
+    assert soft.shape == (adata.n_obs, n_clusters)
+    assert_allclose(soft.sum(1), 1.0, atol=1e-5)
+    assert set(adata.obsm) == {f"X_{prefix}", f"{prefix}_soft", f"_{prefix}_neighbors"}
+
+
 @pytest.fixture(scope="session")
 def _trained(_small):
     import scvi

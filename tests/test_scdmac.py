@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scvi
 import torch
@@ -11,20 +10,13 @@ from sklearn.metrics import adjusted_rand_score
 import scdmac
 from scdmac.model import SCDMAC
 
-from .conftest import FAST_TRAIN
+from .conftest import FAST_TRAIN, assert_results_written
 
 
 def test_results_written_with_documented_keys(trained):
     adata = trained.adata
-    z = adata.obsm["X_scdmac"]
-    assert z.shape == (300, 16) and z.dtype == np.float32
-    labels = adata.obs["scdmac_cluster"]
-    assert isinstance(labels.dtype, pd.CategoricalDtype)
-    assert all(isinstance(c, str) for c in labels.cat.categories)
-    soft = adata.obsm["scdmac_soft"]
-    assert soft.shape == (300, 3)
-    assert_allclose(soft.sum(1), 1.0, atol=1e-5)
-    assert set(adata.obsm) == {"X_scdmac", "scdmac_soft", "_scdmac_neighbors"}
+    assert adata.n_obs == 300
+    assert_results_written(adata, "scdmac", n_latent=16, n_clusters=3)
     assert "scdmac_hvg" in adata.var and "_scdmac_indices" in adata.obs
 
 
