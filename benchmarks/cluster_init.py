@@ -4,11 +4,14 @@ For each dataset and seed, SCDMAC's pretraining stages (denoise, mask) run once 
 then, from the same pretrained network, these ways of getting labels are compared:
 
 * ``kmeans``: k-means (20 restarts) on the pretrained embedding, no DEC;
+* ``kmeans_cosine``: the same on the embedding's directions (each cell scaled to length one);
 * ``leiden_k``: Leiden communities of the embedding's 15-NN graph, resolution bisected to k;
-* ``dec_kmeans``: centres from k-means, then the clustering stage (the default);
-* ``dec_leiden``: ``train(cluster_init="leiden")``: centres = means of the Leiden-at-k communities, then
-  the clustering stage;
-* ``dec_kmeans_short``: as ``dec_kmeans`` with 300 instead of 1,000 clustering steps.
+* ``dec_kmeans``: the clustering stage as ``train()`` runs it by default (k-means centres, distances
+  between directions: ``cluster_metric="cosine"``);
+* ``dec_euclidean``: the clustering stage with Euclidean distances (SCDMAC's default until 2026-11-23);
+* ``dec_leiden`` / ``dec_leiden_euclidean``: ``train(cluster_init="leiden")``, centres = means of the
+  Leiden-at-k communities, with either metric;
+* ``dec_euclidean_short``: as ``dec_euclidean`` with 300 instead of 1,000 clustering steps.
 
 The labels are used only to score the finished runs; ``n_found`` counts the clusters that kept cells.
 Rows go to a CSV as they finish.
@@ -16,6 +19,8 @@ Rows go to a CSV as they finish.
 Usage::
 
     python benchmarks/cluster_init.py --seeds 0 --threads 1
+    python benchmarks/cluster_init.py --seeds 0 1 --variants kmeans kmeans_cosine dec_kmeans dec_euclidean \
+        --csv benchmarks/results/cluster_metric_runs.csv
 """
 
 from __future__ import annotations
@@ -31,7 +36,15 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 DEFAULT_CSV = HERE / "results" / "cluster_init_runs.csv"
-VARIANTS = ["kmeans", "leiden_k", "dec_kmeans", "dec_leiden", "dec_kmeans_short"]
+VARIANTS = ["kmeans", "kmeans_cosine", "leiden_k", "dec_kmeans", "dec_euclidean", "dec_leiden"]
+#: clustering-stage variants: (cluster_metric, cluster_init, clustering steps or None for the default)
+DEC_VARIANTS = {
+    "dec_kmeans": ("cosine", "kmeans", None),
+    "dec_euclidean": ("euclidean", "kmeans", None),
+    "dec_leiden": ("cosine", "leiden", None),
+    "dec_leiden_euclidean": ("euclidean", "leiden", None),
+    "dec_euclidean_short": ("euclidean", "kmeans", 300),
+}
 
 
 def run(path: Path, seed: int, variants: list[str]) -> list[dict]:
@@ -78,15 +91,20 @@ def run(path: Path, seed: int, variants: list[str]) -> list[dict]:
         if variant == "kmeans":
             record(variant, KMeans(k, n_init=20, random_state=seed).fit_predict(z), time.perf_counter() - t0)
             continue
+        if variant == "kmeans_cosine":
+            directions = z / np.linalg.norm(z, axis=1, keepdims=True)
+            record(variant, KMeans(k, n_init=20, random_state=seed).fit_predict(directions), time.perf_counter() - t0)
+            continue
         if variant == "leiden_k":
             record(variant, leiden_at_k(z, k, random_state=seed), time.perf_counter() - t0)
             continue
-        # a DEC variant: restart from the pretrained network
+        # a clustering-stage variant: restart from the pretrained network
+        metric, init, steps = DEC_VARIANTS[variant]
         model.module.cluster_head.reset(torch.zeros(0, z.shape[1]))
         model.module.load_state_dict(state, strict=False)
-        model._cluster_steps = 300 if variant == "dec_kmeans_short" else type(model)._cluster_steps
+        model.module.cluster_head.metric = metric
+        model._cluster_steps = steps or type(model)._cluster_steps
         scvi.settings.seed = seed
-        init = "leiden" if variant == "dec_leiden" else "kmeans"
         model.train(stages="cluster", cluster_init=init, enable_progress_bar=False)
         record(variant, model.predict(), time.perf_counter() - t0)
     return rows
@@ -127,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for name, row in table.iterrows()]
     text = "\n".join(lines)
     print(text)
-    args.csv.with_name("cluster_init_summary.md").write_text(
+    args.csv.with_name(args.csv.stem.removesuffix("_runs") + "_summary.md").write_text(
         "ARI, mean over seeds (python benchmarks/cluster_init.py)\n\n" + text + "\n"
     )
 

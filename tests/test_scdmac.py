@@ -49,6 +49,10 @@ def test_save_load_roundtrip(trained, tmp_path):
     assert_allclose(loaded.get_latent_representation(), trained.get_latent_representation(), atol=1e-5)
     assert (loaded.predict() == trained.predict()).all()
     assert loaded.n_clusters_ == 3
+    # clusters live on a sphere whose radius was fitted to the pretrained embedding and saved
+    head = loaded.module.cluster_head
+    assert head.metric == "cosine" and head.radius.item() != 1.0
+    assert head.radius.item() == trained.module.cluster_head.radius.item()
 
 
 def test_denoised_expression(trained):
@@ -105,13 +109,19 @@ def test_n_clusters_estimated_and_saved(small, tmp_path):
 
 @pytest.mark.parametrize(
     "switches",
-    [{"denoise": False}, {"mask_predictor": False}, {"weighted_reconstruction": False}],
+    [
+        {"denoise": False},
+        {"mask_predictor": False},
+        {"weighted_reconstruction": False},
+        {"cluster_metric": "euclidean"},
+    ],
 )
 def test_ablations_train(small, switches):
     SCDMAC.setup_anndata(small)
     model = SCDMAC(small, n_clusters=3, **switches)
     model.train(**FAST_TRAIN)
     assert model.predict().shape == (300,)
+    assert model.module.cluster_head.metric == switches.get("cluster_metric", "cosine")
     stages = {k.split("_")[0] for k in model.history}
     assert ("denoise" in stages) == switches.get("denoise", True)
 

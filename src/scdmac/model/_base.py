@@ -263,10 +263,14 @@ class DeepClusteringModel(BaseModelClass):
         return torch.from_numpy(self._collect(None, None, None, ["q"])[0])
 
     def _init_clusters(self, n_clusters: int | None, method: str = "kmeans") -> None:
-        """Centres on the pretrained embedding (k-means or Leiden at k); estimate their number when not given."""
+        """Centres on the pretrained embedding, in the cluster head's space; estimate their number when not given."""
         from sklearn.cluster import KMeans
 
-        z = self._collect(None, None, None, ["z"])[0]
+        head = self.module.cluster_head
+        z = torch.from_numpy(self._collect(None, None, None, ["z"])[0])
+        head.fit_radius(z)
+        # centres are found where the head measures distances (directions, for metric="cosine")
+        z = head.project(z.to(head.radius.device)).cpu().numpy()
         seed = settings.seed if settings.seed is not None else 0
         if n_clusters is None:
             n_clusters = estimate_n_clusters(z, random_state=seed)
@@ -289,7 +293,7 @@ class DeepClusteringModel(BaseModelClass):
         # largest cluster first: label ids then do not depend on the partitioner's arbitrary numbering
         order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
         centers = centers[order].astype(np.float32)
-        self.module.cluster_head.reset(torch.from_numpy(centers))
+        head.reset(torch.from_numpy(centers))
         self.n_clusters_ = int(n_clusters)
 
     # ---- outputs -------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class SCDMAC(DeepClusteringModel):
        entries more; its encoder gives the embedding;
     3. ``"cluster"``: centres from k-means on the embedding, then weighted soft k-means plus DEC's
        KL(P‖Q) refine embedding and centres jointly, with the masked loss kept as a regulariser,
-       until fewer than ``tol`` of the cells change cluster between target refreshes.
+       until fewer than ``tol`` of the cells change cluster between target refreshes. Distances are
+       measured between the embedding's directions (``cluster_metric="cosine"``, the geometry of the
+       cosine kNN graph; ``"euclidean"`` is the papers' choice).
 
     Parameters
     ----------
@@ -61,7 +63,7 @@ class SCDMAC(DeepClusteringModel):
         ``"scdmac_soft"``).
     **module_kwargs
         Further hyperparameters of :class:`~scdmac.module.SCDMACModule` (masking ratio, loss
-        weights, augmentation strengths, ...).
+        weights, augmentation strengths, ``cluster_metric``, ...).
 
     Examples
     --------
@@ -244,7 +246,9 @@ class SCDMAC(DeepClusteringModel):
             that many). See the method notes for when each does better.
         plan_kwargs
             Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
-            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay`` or ``update_interval``.
+            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``update_interval`` or
+            ``collapse_fraction`` (end clustering, and go back one refresh, when a cluster falls below
+            this share of its starting cells; off by default).
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
         """

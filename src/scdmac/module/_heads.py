@@ -63,13 +63,29 @@ class ClusterHead(nn.Module):
         Degrees of freedom ``ν`` of the Student's t kernel.
     inflation
         Sharpening exponent ``α`` of the soft k-means weights.
+    metric
+        ``"euclidean"``: centres and distances in the embedding itself. ``"cosine"``: in the embedding
+        projected onto a sphere (each cell's direction, scaled to a common ``radius``), so that only
+        directions count, as for a cosine kNN graph; the radius keeps distances on the embedding's scale.
     """
 
-    def __init__(self, n_clusters: int, n_latent: int, dof: float = 1.0, inflation: float = 1.0):
+    def __init__(
+        self,
+        n_clusters: int,
+        n_latent: int,
+        dof: float = 1.0,
+        inflation: float = 1.0,
+        metric: str = "euclidean",
+    ):
         super().__init__()
+        if metric not in ("euclidean", "cosine"):
+            raise ValueError(f"metric must be 'euclidean' or 'cosine', not {metric!r}.")
         self.dof = dof
         self.inflation = inflation
+        self.metric = metric
         self.centers = nn.Parameter(torch.zeros(n_clusters, n_latent))
+        # the sphere's radius for metric="cosine", set from the embedding by fit_radius (saved with the model)
+        self.register_buffer("radius", torch.tensor(1.0))
 
     @property
     def n_clusters(self) -> int:
@@ -80,9 +96,20 @@ class ClusterHead(nn.Module):
         """Replace the centres (and their number) by ``centers``."""
         self.centers = nn.Parameter(torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device))
 
+    def fit_radius(self, z: torch.Tensor) -> None:
+        """For ``metric="cosine"``: make the sphere's radius the median length of the embedding ``z``."""
+        if self.metric == "cosine":
+            self.radius.fill_(float(z.norm(dim=-1).median()))
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """The space the centres live in: ``z`` itself, or its directions scaled to ``radius``."""
+        if self.metric == "cosine":
+            return self.radius * F.normalize(z, dim=-1)
+        return z
+
     def squared_distances(self, z: torch.Tensor) -> torch.Tensor:
-        """Squared Euclidean distance of each cell to each centre, ``(cells, clusters)``."""
-        return ((z.unsqueeze(1) - self.centers.unsqueeze(0)) ** 2).sum(-1)
+        """Squared distance of each cell to each centre in the head's space, ``(cells, clusters)``."""
+        return ((self.project(z).unsqueeze(1) - self.centers.unsqueeze(0)) ** 2).sum(-1)
 
     def soft_assignment(self, z: torch.Tensor) -> torch.Tensor:
         """Student's t similarity of each cell to each centre, rows summing to one."""

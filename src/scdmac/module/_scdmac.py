@@ -60,6 +60,9 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         Soft k-means sharpening ``α``.
     dof
         Student's t degrees of freedom ``ν``.
+    cluster_metric
+        Where the clustering stage measures distances: ``"cosine"`` (the embedding's directions, as the
+        cosine kNN graph does) or ``"euclidean"`` (see :class:`~scdmac.module.ClusterHead`).
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         cluster_weight: float = 1.0,
         inflation: float = 1.0,
         dof: float = 1.0,
+        cluster_metric: str = "cosine",
     ):
         super().__init__()
         self.n_input = n_input
@@ -97,7 +101,7 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         # genes centred and brought to one overall scale (running statistics); per-gene scaling would
         # blow up the tiny residual variation the denoiser leaves in genes without structure
         self.input_norm = ScaleNorm(n_genes)
-        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, inflation=inflation)
+        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, inflation=inflation, metric=cluster_metric)
         self.mask_ratio = mask_ratio
         self.masked_weight = masked_weight if weighted_reconstruction else 0.5
         self.mask_loss_weight = mask_loss_weight

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import torch
@@ -11,6 +12,8 @@ from scvi.train import TrainingPlan
 from .._constants import REGISTRY_KEYS
 from ..data._graph import CellGraph
 from ..module._heads import target_distribution
+
+logger = logging.getLogger(__name__)
 
 
 class StagePlan(TrainingPlan):
@@ -100,7 +103,10 @@ class ClusterPlan(StagePlan):
     """Clustering stage: DEC targets over all cells refreshed every ``update_interval`` epochs.
 
     Training stops when fewer than ``tol`` of the cells change label between two refreshes
-    (DEC's own criterion), or at ``max_epochs``.
+    (DEC's own criterion), or at ``max_epochs``. With ``collapse_fraction > 0`` it also stops when a
+    cluster collapses: once a cluster holds fewer than that share of the cells it held at the start,
+    DEC is merging clusters rather than sharpening them, and the network and centres go back to their
+    state at the previous refresh.
 
     Parameters
     ----------
@@ -114,11 +120,13 @@ class ClusterPlan(StagePlan):
         Fraction of changed labels below which training stops.
     min_epochs
         Refreshes are not allowed to stop training before this many epochs.
+    collapse_fraction
+        Smallest share of its starting cells a cluster may keep (``0``, the default, turns the check off).
     **kwargs
         Passed to :class:`StagePlan`.
     """
 
-    OWN_ARGS = ("update_interval", "min_epochs")
+    OWN_ARGS = ("update_interval", "min_epochs", "collapse_fraction")
 
     def __init__(
         self,
@@ -127,35 +135,68 @@ class ClusterPlan(StagePlan):
         update_interval: int = 1,
         tol: float = 1e-3,
         min_epochs: int = 1,
+        collapse_fraction: float = 0.0,
         **kwargs,
     ):
         super().__init__(module, stage="cluster", **kwargs)
+        if not 0.0 <= collapse_fraction < 1.0:
+            raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
         self.assign_all = assign_all
         self.update_interval = update_interval
         self.tol = tol
         self.min_epochs = min_epochs
+        self.collapse_fraction = collapse_fraction
         self.target: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
+        self.start_sizes: torch.Tensor | None = None
+        self._saved_state: dict[str, torch.Tensor] | None = None
+        #: the refresh (epochs done) whose state the stage ended with after a collapse, else ``None``
+        self.collapsed_at: int | None = None
 
-    def _refresh(self) -> float:
+    def _assign(self) -> torch.Tensor:
         self.module.eval()
         with torch.no_grad():
             q = self.assign_all().to(self.device)
         self.module.stage_mode(self.stage)
+        return q
+
+    def _accept(self, q: torch.Tensor) -> float:
+        """Make ``q`` the current assignment: new targets and labels; the fraction of labels changed."""
         self.target = target_distribution(q)
         labels = q.argmax(1)
         changed = 1.0 if self.labels is None else (labels != self.labels).float().mean().item()
         self.labels = labels
+        if self.collapse_fraction > 0:
+            self._saved_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         return changed
+
+    def _collapsed(self, labels: torch.Tensor) -> bool:
+        sizes = torch.bincount(labels, minlength=self.start_sizes.shape[0])
+        return bool((sizes < self.collapse_fraction * self.start_sizes).any())
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self._refresh()
+        q = self._assign()
+        self.start_sizes = torch.bincount(q.argmax(1), minlength=q.shape[1])
+        self._accept(q)
 
     def on_train_epoch_end(self) -> None:
         if (self.current_epoch + 1) % self.update_interval:
             return
-        changed = self._refresh()
+        q = self._assign()
+        if self.collapse_fraction > 0 and self._collapsed(q.argmax(1)):
+            self.module.load_state_dict(self._saved_state)
+            self.collapsed_at = self.current_epoch + 1 - self.update_interval
+            logger.info(
+                "A cluster lost more than %.0f%% of its cells in epoch %d: clustering stopped with the "
+                "state of epoch %d.",
+                100 * (1 - self.collapse_fraction),
+                self.current_epoch + 1,
+                self.collapsed_at,
+            )
+            self.trainer.should_stop = True
+            return
+        changed = self._accept(q)
         self.log("cluster_label_change", changed, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
