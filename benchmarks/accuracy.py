@@ -5,7 +5,17 @@ Every dataset in ``../shared/data`` (raw counts, labels in ``obs["cell_type"]``)
 * ``scdmac`` / ``scdsec``: this package's models, default settings, true number of clusters;
 * ``pca_kmeans``: log-normalisation, 2,000 highly variable genes, scaling, 50 PCs, k-means;
 * ``leiden``: Scanpy's standard pipeline (same PCA, 15-NN graph, Leiden at resolution 1);
+* ``leiden_k``: the same pipeline with the resolution bisected until Leiden returns the true k;
 * ``scvi``: scVI with default settings on 2,000 HVGs (seurat_v3), k-means on its latent space.
+
+The datasets are split once into a tuning half (defaults may be chosen on it) and a validation half
+(reported, never tuned on): see :data:`SPLIT`. The summary reports both halves apart, each dataset's
+margin to the best peer, the seed-to-seed spread and the number of clusters our models kept.
+
+For our models each run is diagnostic: beside the final labels (``ari``) it scores k-means with the
+true k on the model's own preprocessed input (its genes, log-normalisation and PCA: ``ari_input``) and
+on the pretrained embedding before the clustering stage (``ari_pretrained``), so the stage that loses
+accuracy on a dataset shows. ``n_kept`` counts the final clusters holding at least two cells.
 
 Each (method, dataset, seed) run is appended to a CSV as soon as it finishes, so the script can be
 stopped and resumed; runs already in the CSV are skipped. The summary (mean over seeds) is printed
@@ -32,7 +42,40 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
 DEFAULT_CSV = HERE / "results" / "accuracy_runs.csv"
-FIELDS = ["method", "dataset", "seed", "n_cells", "n_genes", "n_types", "ari", "nmi", "train_s", "total_s"]
+FIELDS = [
+    "method",
+    "dataset",
+    "seed",
+    "n_cells",
+    "n_genes",
+    "n_types",
+    "ari",
+    "nmi",
+    "train_s",
+    "total_s",
+    "ari_input",
+    "ari_pretrained",
+    "n_kept",
+]
+#: Fixed before any default was chosen on it (2026-12-01). Studies stay together (both bladder sets).
+SPLIT = {
+    "tuning": [
+        "camp_fetal_brain",
+        "mouse_bladder_han_2100",
+        "mouse_bladder_han_top2000",
+        "paul15_myeloid",
+        "pbmc_10x_4k_top2000",
+    ],
+    "validation": [
+        "cbmc_citeseq_top2000",
+        "human_kidney_young_top2000",
+        "pollen_fluidigm130",
+        "worm_neuron_cao",
+    ],
+}
+OURS = ("scdmac", "scdsec")
+STAGES = {"SCDMAC": ["denoise", "mask", "cluster"], "SCDSEC": ["pretrain", "cluster"]}
+PEERS = ("pca_kmeans", "leiden", "leiden_k", "scvi")
 
 
 def _scores(truth, labels) -> tuple[float, float]:
@@ -50,16 +93,12 @@ def run_pca_kmeans(adata, k: int, seed: int):
     return labels, time.perf_counter() - t0
 
 
-def run_leiden(adata, k: int, seed: int):
-    import scanpy as sc
-
-    from scdmac.metrics import log_hvg_pca
+def run_leiden(adata, k: int | None, seed: int):
+    from scdmac.metrics import leiden_clusters
 
     t0 = time.perf_counter()
-    b = log_hvg_pca(adata, seed)
-    sc.pp.neighbors(b, n_neighbors=15, random_state=seed)
-    sc.tl.leiden(b, resolution=1.0, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
-    return b.obs["leiden"].to_numpy(), time.perf_counter() - t0
+    labels = leiden_clusters(adata, k, seed)
+    return labels, time.perf_counter() - t0
 
 
 def run_scvi(adata, k: int, seed: int):
@@ -85,9 +124,25 @@ def run_scvi(adata, k: int, seed: int):
     return KMeans(k, n_init=10, random_state=seed).fit_predict(z), train_s
 
 
+def _kmeans_ari(X, truth, k: int, seed: int) -> float:
+    from sklearn.cluster import KMeans
+
+    return _scores(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(X))[0]
+
+
+def _model_input_pcs(adata, model_cls) -> np.ndarray:
+    """The principal components the model's setup builds its graph on (its genes and normalisation)."""
+    from scdmac.data import log_normalize
+    from scdmac.data._preprocess import pca
+
+    hvg = adata.var[model_cls.hvg_key()].to_numpy(dtype=bool)
+    return pca(log_normalize(adata.X)[:, hvg], 50, random_state=0)
+
+
 def _run_package_model(name: str):
     def run(adata, k: int, seed: int):
         import scvi
+        import torch
 
         import scdmac
 
@@ -96,10 +151,26 @@ def _run_package_model(name: str):
         scvi.settings.seed = seed
         model_cls.setup_anndata(b)
         model = model_cls(b, n_clusters=k)
+        stages = STAGES[name]
         t0 = time.perf_counter()
-        model.train(enable_progress_bar=False)
-        train_s = time.perf_counter() - t0
-        return np.asarray(model.predict()), train_s
+        # the same stages as one train() call, split to score the pretrained embedding in between
+        model.train(stages=stages[:-1], enable_progress_bar=False)
+        pre_s = time.perf_counter() - t0
+        head = model.module.cluster_head
+        z = torch.from_numpy(model.get_latent_representation())
+        head.fit_radius(z)
+        z_head = head.project(z).numpy()
+        t1 = time.perf_counter()
+        model.train(stages=stages[-1], enable_progress_bar=False)
+        train_s = pre_s + time.perf_counter() - t1
+        labels = np.asarray(model.predict())
+        truth = adata.obs["cell_type"]
+        extra = {
+            "ari_input": _kmeans_ari(_model_input_pcs(b, model_cls), truth, k, seed),
+            "ari_pretrained": _kmeans_ari(z_head, truth, k, seed),
+            "n_kept": int((np.bincount(labels, minlength=k) >= 2).sum()),
+        }
+        return labels, train_s, extra
 
     return run
 
@@ -108,7 +179,8 @@ METHODS = {
     "scdmac": _run_package_model("SCDMAC"),
     "scdsec": _run_package_model("SCDSEC"),
     "pca_kmeans": run_pca_kmeans,
-    "leiden": run_leiden,
+    "leiden": lambda adata, k, seed: run_leiden(adata, None, seed),
+    "leiden_k": run_leiden,
     "scvi": run_scvi,
 }
 # scVI's default training takes minutes per dataset here: one seed, as the brief allows.
@@ -132,51 +204,84 @@ def _append(csv_path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def _table(frame: pd.DataFrame, fmt: str = "{:.3f}", bold_max: bool = False) -> list[str]:
+    lines = ["| dataset | " + " | ".join(frame.columns) + " |", "|---|" + "---:|" * len(frame.columns)]
+    for ds, row in frame.iterrows():
+        best = row.max()
+        cells = [
+            "" if pd.isna(v) else (f"**{fmt.format(v)}**" if bold_max and v == best else fmt.format(v)) for v in row
+        ]
+        lines.append(f"| {ds} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
-    """Mean ARI/NMI over seeds per (dataset, method), as a markdown table with averages."""
+    """Markdown summary: mean ARI/NMI per half, margins to the best peer, spread, kept clusters, diagnostics."""
     runs = pd.read_csv(csv_path)
     if methods:
         runs = runs[runs.method.isin(methods)]
-    mean = runs.groupby(["dataset", "method"])[["ari", "nmi"]].mean()
-    mean["train_s"] = runs.groupby(["dataset", "method"]).train_s.median()
-    mean = mean.reset_index()
-    nseeds = runs.groupby(["dataset", "method"]).seed.nunique().reset_index(name="seeds")
-    mean = mean.merge(nseeds)
-    order = [m for m in METHODS if m in set(mean.method)]
+    grouped = runs.groupby(["dataset", "method"])
+    order = [m for m in METHODS if m in set(runs.method)]
+    ours = [m for m in OURS if m in order]
+    peers = [m for m in PEERS if m in order]
+    half_of = {ds: half for half, names in SPLIT.items() for ds in names}
     lines = []
     for metric in ("ari", "nmi"):
-        wide = mean.pivot(index="dataset", columns="method", values=metric)[order]
+        wide = grouped[metric].mean().unstack()[order]
+        wide = wide.loc[sorted(wide.index, key=lambda d: (list(SPLIT).index(half_of.get(d, "tuning")), d))]
         lines.append(f"### {metric.upper()} (mean over seeds)\n")
-        lines.append("| dataset | " + " | ".join(order) + " |")
-        lines.append("|---|" + "---:|" * len(order))
-        for ds, row in wide.iterrows():
-            best = row.max()
-            cells = [(f"**{v:.3f}**" if v == best else f"{v:.3f}") if pd.notna(v) else "" for v in row]
-            lines.append(f"| {ds} | " + " | ".join(cells) + " |")
-        # averages and wins only over datasets every method has finished, so they compare like with like
+        lines += _table(wide.rename(index=lambda d: f"{d} ({half_of.get(d, '?')[0]})"), bold_max=True)
         complete = wide.dropna()
+        for half, names in SPLIT.items():
+            part = complete[complete.index.isin(names)]
+            lines.append(
+                f"| **average, {half}** ({len(part)} datasets) | " + " | ".join(f"{v:.3f}" for v in part.mean()) + " |"
+            )
         lines.append(
-            f"| **average** ({len(complete)} complete datasets) | "
-            + " | ".join(f"{v:.3f}" for v in complete.mean())
-            + " |"
+            f"| **average, all** ({len(complete)} datasets) | " + " | ".join(f"{v:.3f}" for v in complete.mean()) + " |"
         )
-        wins = complete.eq(complete.max(axis=1), axis=0).sum()
-        lines.append("| datasets won (complete) | " + " | ".join(str(int(wins[m])) for m in order) + " |")
         lines.append("")
-    train = mean.pivot(index="dataset", columns="method", values="train_s")[order]
+        if metric == "ari" and ours and peers:
+            best_peer = complete[peers].max(axis=1)
+            lines.append("#### ARI margin to the best peer (" + ", ".join(peers) + "); positive: ours wins\n")
+            margin = complete[ours].sub(best_peer, axis=0)
+            margin["best peer"] = complete[peers].idxmax(axis=1).map(lambda m: peers.index(m))
+            lines.append("| dataset | " + " | ".join(ours) + " | best peer |")
+            lines.append("|---|" + "---:|" * len(ours) + "---|")
+            for ds, row in margin.iterrows():
+                lines.append(
+                    f"| {ds} ({half_of.get(ds, '?')[0]}) | "
+                    + " | ".join(f"{row[m]:+.3f}" for m in ours)
+                    + f" | {peers[int(row['best peer'])]} {best_peer[ds]:.3f} |"
+                )
+            won = (margin[ours] > 0).sum()
+            lines.append("| **datasets won** | " + " | ".join(f"{int(won[m])} of {len(margin)}" for m in ours) + " | |")
+            lines.append("")
+    spread = grouped["ari"].std(ddof=0).unstack()[order]
+    lines.append("### ARI seed-to-seed spread (standard deviation over seeds; blank: one seed)\n")
+    lines += _table(spread.where(grouped["seed"].nunique().unstack()[order] > 1))
+    lines.append("")
+    if ours and "n_kept" in runs:
+        diag = runs[runs.method.isin(ours)].groupby(["dataset", "method"])
+        frame = pd.concat(
+            {
+                f"{m} {col}": diag[col].mean().unstack()[m]
+                for m in ours
+                for col in ("ari_input", "ari_pretrained", "ari", "n_kept")
+            },
+            axis=1,
+        )
+        frame.insert(0, "k", runs.groupby("dataset").n_types.first())
+        lines.append(
+            "### Where accuracy is won or lost (ARI of k-means on the model's own PCA input, on its pretrained "
+            "embedding, and of the final labels; `n_kept`: final clusters of at least two cells, of k)\n"
+        )
+        lines += _table(frame, fmt="{:.3g}")
+        lines.append("")
+    train = grouped["train_s"].median().unstack()[order]
     lines.append("### Training time (s, median over seeds; peers without training report their whole run)\n")
-    lines.append("| dataset | " + " | ".join(order) + " |")
-    lines.append("|---|" + "---:|" * len(order))
-    for ds, row in train.iterrows():
-        lines.append(f"| {ds} | " + " | ".join(f"{v:.1f}" if pd.notna(v) else "" for v in row) + " |")
-    if {"scdmac", "scvi"} <= set(order):
-        ratio = (train["scdmac"] / train["scvi"]).dropna()
-        lines.append("")
-        lines.append(
-            "Median training time, SCDMAC / scVI (comparable only where both ran under the same load and "
-            "threads): " + ", ".join(f"{ds} {r:.2f}" for ds, r in ratio.items())
-        )
-    seeds = mean.pivot(index="dataset", columns="method", values="seeds")[order]
+    lines += _table(train, fmt="{:.1f}")
+    seeds = grouped["seed"].nunique().unstack()[order]
     lines.append("")
     lines.append("Seeds per cell: " + ", ".join(f"{m}={int(seeds[m].max())}" for m in order))
     return "\n".join(lines)
@@ -220,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                         adata = ad.read_h5ad(path)
                     k = adata.obs["cell_type"].nunique()
                     t0 = time.perf_counter()
-                    labels, train_s = METHODS[method](adata, k, seed)
+                    labels, train_s, *extra = METHODS[method](adata, k, seed)
                     total_s = time.perf_counter() - t0
                     ari, nmi = _scores(adata.obs["cell_type"], labels)
                     row = dict(
@@ -234,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
                         nmi=round(nmi, 4),
                         train_s=round(train_s, 2),
                         total_s=round(total_s, 2),
+                        **{key: round(v, 4) for key, v in (extra[0] if extra else {}).items()},
                     )
                     _append(args.csv, row)
                     print(row, flush=True)

@@ -104,3 +104,41 @@ def test_leiden_at_k_finds_the_requested_number():
     assert leiden_at_k(z, 8).max() + 1 == 8  # splits blobs when asked for more
     # separate blobs cannot be merged by any resolution: the closest count comes back
     assert leiden_at_k(z, 2).max() + 1 > 2
+
+
+def test_simulate_tissue_imbalance_gives_each_type_its_share():
+    from scdmac.data import TISSUE_PROPORTIONS
+
+    a = scdmac.data.simulate(n_cells=2400, n_genes=100, n_clusters=8, proportions=TISSUE_PROPORTIONS, seed=0)
+    sizes = a.obs["cell_type"].value_counts().reindex(a.obs["cell_type"].cat.categories).to_numpy()
+    assert sizes.tolist() == [1080, 480, 288, 192, 144, 96, 72, 48]
+
+
+def test_simulate_sample_effects():
+    a = scdmac.data.simulate(
+        n_cells=3000, n_genes=300, n_clusters=2, n_samples=3, sample_library_sd=0.5, sample_gene_sd=0.5, seed=1
+    )
+    assert a.obs["sample"].cat.categories.tolist() == ["sample_0", "sample_1", "sample_2"]
+    assert a.obs["sample"].value_counts().min() > 800
+    # each sample has its own library size and its own profile, the same in every type
+    library = np.asarray(a.X.sum(1)).ravel()
+    by_sample = [np.median(library[(a.obs["sample"] == s).to_numpy()]) for s in a.obs["sample"].cat.categories]
+    assert max(by_sample) / min(by_sample) > 1.2
+    X = a.X.toarray()
+    freq = lambda mask: X[mask].sum(0) / X[mask].sum()  # noqa: E731
+    t0 = (a.obs["cell_type"] == "type_0").to_numpy()
+    s0, s1 = ((a.obs["sample"] == s).to_numpy() for s in ("sample_0", "sample_1"))
+    shift_t0 = np.log1p(freq(t0 & s0) * 1e4) - np.log1p(freq(t0 & s1) * 1e4)
+    shift_t1 = np.log1p(freq(~t0 & s0) * 1e4) - np.log1p(freq(~t0 & s1) * 1e4)
+    assert np.corrcoef(shift_t0, shift_t1)[0, 1] > 0.5
+    one = scdmac.data.simulate(n_cells=100, n_genes=50, n_clusters=2, seed=1)
+    assert one.obs["sample"].nunique() == 1
+
+
+def test_simulate_bad_proportions():
+    import pytest
+
+    with pytest.raises(ValueError, match="one per type"):
+        scdmac.data.simulate(n_cells=100, n_genes=50, n_clusters=3, proportions=[0.5, 0.5])
+    with pytest.raises(ValueError, match="n_samples"):
+        scdmac.data.simulate(n_cells=100, n_genes=50, n_clusters=3, n_samples=0)

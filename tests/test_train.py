@@ -1,4 +1,4 @@
-"""The clustering stage: its plan's stopping rules (driven with assignments the test chooses) and its head."""
+"""The clustering stage: its plan's stopping rules and re-seeding (driven with embeddings the test chooses) and its head."""
 
 from __future__ import annotations
 
@@ -11,16 +11,26 @@ import torch
 from scdmac.train import ClusterPlan
 
 
-def one_hot(labels: list[int], n_clusters: int) -> torch.Tensor:
-    q = torch.full((len(labels), n_clusters), 0.1 / (n_clusters - 1))
-    q[torch.arange(len(labels)), torch.tensor(labels)] = 0.9
-    return q
+N_LATENT = 16  # the ``trained`` model's embedding width
 
 
-def plan_with(module, assignments: list[torch.Tensor], **kwargs) -> ClusterPlan:
-    """A clustering plan whose refreshes return ``assignments`` in turn, with a stand-in trainer."""
-    queue = list(assignments)
-    plan = ClusterPlan(module, assign_all=lambda: queue.pop(0), **kwargs)
+def one_hot(labels: list[int], n_clusters: int = 3) -> torch.Tensor:
+    """Embeddings of cells that sit on centre ``labels[i]`` (centres are the first unit vectors; see plan_with)."""
+    return torch.eye(n_clusters, N_LATENT)[torch.tensor(labels)]
+
+
+def plan_with(module, embeddings: list[torch.Tensor], **kwargs) -> ClusterPlan:
+    """A clustering plan whose refreshes embed the cells as ``embeddings`` in turn, with a stand-in trainer.
+
+    The head's centres are set to the first unit vectors on a sphere of radius one, so that a cell
+    embedded as ``one_hot(labels)`` is assigned its label.
+    """
+    head = module.cluster_head
+    with torch.no_grad():
+        head.radius.fill_(1.0)
+        head.reset(torch.eye(head.n_clusters, N_LATENT))
+    queue = list(embeddings)
+    plan = ClusterPlan(module, embed_all=lambda: queue.pop(0), **kwargs)
     plan.trainer = SimpleNamespace(current_epoch=0, should_stop=False, strategy=None)
     plan.log = lambda *args, **kwargs: None  # no Lightning logger outside a fit
     plan.on_train_start()
@@ -33,9 +43,9 @@ def module(trained):
 
 
 def test_collapse_restores_previous_state_and_stops(module):
-    start = one_hot([0] * 10 + [1] * 10 + [2] * 10, 3)
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
     # after one epoch cluster 2 keeps 3 of its 10 cells: a collapse at fraction 0.5
-    merged = one_hot([0] * 10 + [1] * 17 + [2] * 3, 3)
+    merged = one_hot([0] * 10 + [1] * 17 + [2] * 3)
     plan = plan_with(module, [start, merged], collapse_fraction=0.5)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     with torch.no_grad():
@@ -46,12 +56,12 @@ def test_collapse_restores_previous_state_and_stops(module):
     for key, value in module.state_dict().items():
         torch.testing.assert_close(value, before[key])
     # the targets stay those of the accepted refresh
-    assert (plan.labels == start.argmax(1)).all()
+    assert (plan.labels == torch.tensor([0] * 10 + [1] * 10 + [2] * 10)).all()
 
 
 def test_no_collapse_keeps_training(module):
-    start = one_hot([0] * 10 + [1] * 10 + [2] * 10, 3)
-    moved = one_hot([0] * 10 + [1] * 14 + [2] * 6, 3)  # cluster 2 keeps 60%: a sharpening, not a merge
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
+    moved = one_hot([0] * 10 + [1] * 14 + [2] * 6)  # cluster 2 keeps 60%: a sharpening, not a merge
     plan = plan_with(module, [start, moved], tol=0.0, collapse_fraction=0.5)
     with torch.no_grad():
         module.cluster_head.centers.add_(1.0)
@@ -60,19 +70,19 @@ def test_no_collapse_keeps_training(module):
     assert not plan.trainer.should_stop
     assert plan.collapsed_at is None
     torch.testing.assert_close(module.cluster_head.centers.detach(), changed)
-    assert (plan.labels == moved.argmax(1)).all()
+    assert (plan.labels == torch.tensor([0] * 10 + [1] * 14 + [2] * 6)).all()
 
 
 def test_collapse_check_is_off_by_default(module):
-    start = one_hot([0] * 10 + [1] * 10 + [2] * 10, 3)
-    emptied = one_hot([0] * 10 + [1] * 20, 3)
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
+    emptied = one_hot([0] * 10 + [1] * 20)
     plan = plan_with(module, [start, emptied], tol=0.0)
     plan.on_train_epoch_end()
     assert not plan.trainer.should_stop and plan.collapsed_at is None
 
 
 def test_label_change_below_tol_stops(module):
-    start = one_hot([0] * 10 + [1] * 10 + [2] * 10, 3)
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
     plan = plan_with(module, [start, start.clone()], tol=1e-3)
     plan.on_train_epoch_end()
     assert plan.trainer.should_stop and plan.collapsed_at is None
@@ -81,7 +91,7 @@ def test_label_change_below_tol_stops(module):
 @pytest.mark.parametrize("fraction", [-0.1, 1.0])
 def test_bad_collapse_fraction(module, fraction):
     with pytest.raises(ValueError, match="collapse_fraction"):
-        ClusterPlan(module, assign_all=lambda: None, collapse_fraction=fraction)
+        ClusterPlan(module, embed_all=lambda: None, collapse_fraction=fraction)
 
 
 def test_cosine_head_sees_directions_only():
@@ -106,3 +116,67 @@ def test_cluster_head_bad_metric():
 
     with pytest.raises(ValueError, match="metric"):
         ClusterHead(2, 3, metric="manhattan")
+
+
+def test_refill_splits_the_worst_fitting_cluster_for_an_emptied_centre():
+    from scdmac.module import ClusterHead
+
+    rng = torch.Generator().manual_seed(0)
+    # groups at x=0 and x=10 share centre 0 (at 5); centre 2 holds a third group; centre 1 holds no cell
+    z = torch.cat(
+        [
+            torch.randn(20, 2, generator=rng) * 0.1,
+            torch.randn(20, 2, generator=rng) * 0.1 + 10.0,
+            torch.randn(20, 2, generator=rng) * 0.1 - 30.0,
+        ]
+    )
+    head = ClusterHead(3, 2)
+    head.reset(torch.tensor([[5.0, 5.0], [100.0, 100.0], [-30.0, -30.0]]))
+    assert head.refill(z, min_size=2) == [1]
+    labels = head.soft_assignment(z).argmax(1)
+    assert torch.bincount(labels, minlength=3).tolist() == [20, 20, 20]
+    # each group now has a centre of its own
+    assert all(labels[i : i + 20].unique().numel() == 1 for i in (0, 20, 40))
+    assert labels[40] == 2
+
+
+def test_refill_leaves_unsplittable_clusters():
+    from scdmac.module import ClusterHead
+
+    z = torch.zeros(10, 2)  # every cell identical: nothing to split
+    head = ClusterHead(2, 2)
+    head.reset(torch.tensor([[0.0, 0.0], [50.0, 50.0]]))
+    assert head.refill(z) == []
+
+
+def test_plan_refills_an_emptied_cluster_and_logs_kept_clusters(module):
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
+    # DEC drained cluster 2: its cells now lie nearer centre 1, a second group under that centre
+    drained = start.clone()
+    drained[20:] = torch.nn.functional.normalize(one_hot([1] * 10) + 0.5 * torch.eye(N_LATENT)[5], dim=-1)
+    logged = {}
+    plan = plan_with(module, [start, drained], tol=0.0)
+    plan.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    plan.on_train_epoch_end()
+    assert logged["cluster_nonempty"] == 3.0
+    assert torch.bincount(plan.labels, minlength=3).tolist() == [10, 10, 10]
+    assert plan.n_refilled == 1
+
+
+def test_plan_without_refill_reports_the_loss(module):
+    start = one_hot([0] * 10 + [1] * 10 + [2] * 10)
+    drained = start.clone()
+    drained[20:] = torch.nn.functional.normalize(one_hot([1] * 10) + 0.5 * torch.eye(N_LATENT)[5], dim=-1)
+    logged = {}
+    plan = plan_with(module, [start, drained], tol=0.0, refill=False)
+    plan.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    plan.on_train_epoch_end()
+    assert logged["cluster_nonempty"] == 2.0 and plan.n_refilled == 0
+
+
+def test_model_warns_when_clusters_are_lost(trained):
+    model = copy.deepcopy(trained)
+    with torch.no_grad():
+        model.module.cluster_head.centers[2] = 1e3  # a centre far from every cell wins none
+    with pytest.warns(UserWarning, match=r"kept 2 of the 3 clusters"):
+        model._warn_lost_clusters(min_size=2)

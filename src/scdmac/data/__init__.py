@@ -3,11 +3,12 @@
 from ._augment import augment_expression, mask_with_shuffled
 from ._graph import CellGraph, adjacency, knn, normalized_adjacency, partition_cells
 from ._loaders import CellDataModule, NeighborBatchSampler, PartitionBatchSampler
-from ._preprocess import highly_variable_genes, library_size, log_normalize
-from ._simulate import simulate
+from ._preprocess import highly_variable_genes, library_size, log_moments, log_normalize
+from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
 
 __all__ = [
+    "TISSUE_PROPORTIONS",
     "CellDataModule",
     "CellGraph",
     "NeighborBatchSampler",
@@ -18,6 +19,7 @@ __all__ = [
     "highly_variable_genes",
     "knn",
     "library_size",
+    "log_moments",
     "log_normalize",
     "mask_with_shuffled",
     "normalized_adjacency",

@@ -58,3 +58,15 @@ def pca(X, n_comps: int, random_state: int | None) -> np.ndarray:
     else:
         solver = "auto"
     return PCA(n_comps, svd_solver=solver, random_state=random_state).fit_transform(X).astype(np.float32)
+
+
+def log_moments(counts, gene_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-gene mean and variance over all cells of the log-normalised expression of ``gene_indices``.
+
+    The expression is what a module computes from a batch of counts (``log1p`` of counts scaled to
+    :data:`TARGET_SUM` per cell, library sizes over all genes), so fixed input statistics match it.
+    """
+    X = log_normalize(counts)[:, np.asarray(gene_indices)]
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel() - mean**2
+    return mean.astype(np.float32), np.maximum(var, 0.0).astype(np.float32)

@@ -25,3 +25,23 @@ def pca_kmeans(adata: AnnData, n_clusters: int, seed: int = 0) -> np.ndarray:
     from sklearn.cluster import KMeans
 
     return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(log_hvg_pca(adata, seed).obsm["X_pca"])
+
+
+def leiden_clusters(adata: AnnData, n_clusters: int | None = None, seed: int = 0) -> np.ndarray:
+    """Scanpy's Leiden pipeline: :func:`log_hvg_pca`, 15-NN graph, Leiden (igraph flavour).
+
+    At resolution 1 when ``n_clusters`` is ``None``; otherwise the resolution is bisected until
+    Leiden returns ``n_clusters`` communities (the peer that is told the true number, as our models are).
+    """
+    import scanpy as sc
+
+    from ..model._n_clusters import bisect_resolution
+
+    b = log_hvg_pca(adata, seed)
+    sc.pp.neighbors(b, n_neighbors=15, random_state=seed)
+
+    def leiden(resolution: float) -> np.ndarray:
+        sc.tl.leiden(b, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
+        return b.obs["leiden"].cat.codes.to_numpy()
+
+    return leiden(1.0) if n_clusters is None else bisect_resolution(leiden, n_clusters)

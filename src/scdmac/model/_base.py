@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,11 @@ from ..train import ClusterPlan, RelativePlateau, StagePlan
 from ._n_clusters import estimate_n_clusters, leiden_at_k
 
 logger = logging.getLogger(__name__)
+
+
+def _seed() -> int:
+    """The seed of every random choice outside torch (k-means, Leiden, splits): ``scvi.settings.seed``."""
+    return int(settings.seed) if settings.seed is not None else 0
 
 
 def default_epochs(n_obs: int, batch_size: int, target_steps: int, lo: int, hi: int) -> int:
@@ -93,6 +99,7 @@ class DeepClusteringModel(BaseModelClass):
         gene_min_fraction: float,
         setup_method_args: dict,
         partition_size: int | None = None,
+        metric: str | None = None,
         **kwargs,
     ) -> None:
         """Validate counts, select genes, build the kNN graph and register the fields.
@@ -111,7 +118,7 @@ class DeepClusteringModel(BaseModelClass):
         min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
         hvg = highly_variable_genes(log_counts, n_top_genes, gene_min_cells=min_cells)
         pcs = pca(log_counts[:, hvg], n_pcs, random_state=0)
-        indices, _ = knn(pcs, n_neighbors, metric=cls._graph_metric)
+        indices, _ = knn(pcs, n_neighbors, metric=metric or cls._graph_metric)
 
         adata.var[cls.hvg_key()] = hvg
         adata.obsm[cls.neighbors_key()] = indices
@@ -216,7 +223,8 @@ class DeepClusteringModel(BaseModelClass):
             if stage == "cluster":
                 self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init)
                 epochs = max_epochs or default_epochs(n_obs, batch_size, cluster_steps, lo=5, hi=100)
-                plan = ClusterPlan(self.module, self._assign_all, tol=tol, lr=cluster_lr, **plan_inputs, **plan_kwargs)
+                plan_kwargs.setdefault("seed", _seed())
+                plan = ClusterPlan(self.module, self._embed_all, tol=tol, lr=cluster_lr, **plan_inputs, **plan_kwargs)
             else:
                 epochs = max_epochs or default_epochs(n_obs, batch_size, pretrain_steps, lo=5, hi=200)
                 # arguments only the clustering plan knows are not passed to the pretraining plans
@@ -228,6 +236,20 @@ class DeepClusteringModel(BaseModelClass):
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **data_inputs, **trainer_kwargs)
         if self.module.cluster_head.n_clusters > 0:
             self.write_results()
+            self._warn_lost_clusters(plan_kwargs.get("min_cluster_size", 2))
+
+    def _warn_lost_clusters(self, min_size: int) -> None:
+        """Say so when the data could not support every requested cluster."""
+        sizes = np.bincount(self.predict(), minlength=self.n_clusters_)
+        kept = int((sizes >= min_size).sum())
+        if kept < self.n_clusters_:
+            warnings.warn(
+                f"{type(self).__name__} kept {kept} of the {self.n_clusters_} clusters asked for "
+                f"(cluster sizes {sizes.tolist()}): the embedding does not separate that many groups. "
+                "Ask for fewer clusters, pass n_clusters=None to estimate the number, or train longer.",
+                UserWarning,
+                stacklevel=3,
+            )
 
     def _check_stages(self, stages: str | Sequence[str] | None, all_stages: Sequence[str]) -> list[str]:
         """Requested stages in training order (default: all)."""
@@ -259,8 +281,8 @@ class DeepClusteringModel(BaseModelClass):
         self.module.train(was_training)
         return [np.concatenate(out[k]).astype(np.float32) for k in keys]
 
-    def _assign_all(self) -> torch.Tensor:
-        return torch.from_numpy(self._collect(None, None, None, ["q"])[0])
+    def _embed_all(self) -> torch.Tensor:
+        return torch.from_numpy(self._collect(None, None, None, ["z"])[0])
 
     def _init_clusters(self, n_clusters: int | None, method: str = "kmeans") -> None:
         """Centres on the pretrained embedding, in the cluster head's space; estimate their number when not given."""
@@ -271,7 +293,7 @@ class DeepClusteringModel(BaseModelClass):
         head.fit_radius(z)
         # centres are found where the head measures distances (directions, for metric="cosine")
         z = head.project(z.to(head.radius.device)).cpu().numpy()
-        seed = settings.seed if settings.seed is not None else 0
+        seed = _seed()
         if n_clusters is None:
             n_clusters = estimate_n_clusters(z, random_state=seed)
             logger.info("Estimated %d clusters from the pretrained embedding.", n_clusters)

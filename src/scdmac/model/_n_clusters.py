@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -80,23 +82,23 @@ def leiden_communities(
     return np.asarray(part.membership, dtype=np.int64)
 
 
-def leiden_at_k(
-    embedding: np.ndarray, n_clusters: int, n_neighbors: int = 15, random_state: int | None = 0, max_steps: int = 30
+def bisect_resolution(
+    partition: Callable[[float], np.ndarray], n_clusters: int, max_steps: int = 30, max_resolution: float = 100.0
 ) -> np.ndarray:
-    """Leiden communities with the resolution bisected until there are ``n_clusters`` of them.
+    """The labels of ``partition(resolution)`` with the resolution bisected until there are ``n_clusters`` groups.
 
-    When no resolution gives exactly ``n_clusters`` within ``max_steps`` bisections, the partition
-    with the closest number of communities (fewer preferred) is returned.
+    ``partition`` maps a resolution to labels ``0 … m-1`` (more groups at higher resolution, as for
+    Leiden). When no resolution gives exactly ``n_clusters`` within ``max_steps`` bisections, the
+    labels with the closest number of groups (fewer preferred) are returned.
     """
-    graph = _knn_graph(embedding, n_neighbors, random_state)
 
     def count(resolution: float) -> tuple[int, np.ndarray]:
-        labels = leiden_communities(embedding, resolution, random_state=random_state, graph=graph)
+        labels = np.asarray(partition(resolution))
         return int(labels.max()) + 1, labels
 
     lo, hi = 0.0, 1.0
     k_hi, labels = count(hi)
-    while k_hi < n_clusters and hi < 100:  # grow the upper bound until it gives enough communities
+    while k_hi < n_clusters and hi < max_resolution:  # grow the upper bound until it gives enough groups
         lo, hi = hi, hi * 2
         k_hi, labels = count(hi)
     best_k, best = k_hi, labels
@@ -109,3 +111,17 @@ def leiden_at_k(
         if (abs(k_mid - n_clusters), k_mid > n_clusters) < (abs(best_k - n_clusters), best_k > n_clusters):
             best_k, best = k_mid, labels
     return best
+
+
+def leiden_at_k(
+    embedding: np.ndarray, n_clusters: int, n_neighbors: int = 15, random_state: int | None = 0, max_steps: int = 30
+) -> np.ndarray:
+    """Leiden communities with the resolution bisected until there are ``n_clusters`` of them.
+
+    When no resolution gives exactly ``n_clusters`` within ``max_steps`` bisections, the partition
+    with the closest number of communities (fewer preferred) is returned (see :func:`bisect_resolution`).
+    """
+    graph = _knn_graph(embedding, n_neighbors, random_state)
+    return bisect_resolution(
+        lambda r: leiden_communities(embedding, r, random_state=random_state, graph=graph), n_clusters, max_steps
+    )

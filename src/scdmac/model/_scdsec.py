@@ -13,6 +13,7 @@ from scvi.utils import setup_anndata_dsp
 
 from .._constants import REGISTRY_KEYS
 from ..data._graph import CellGraph
+from ..data._preprocess import log_moments
 from ..module._scdsec import STAGES, SCDSECModule
 from ._base import DeepClusteringModel
 
@@ -99,8 +100,11 @@ class SCDSEC(DeepClusteringModel):
     ):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
+        inputs = self._model_inputs()
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         self.module = self._module_cls(
-            **self._model_inputs(),
+            **inputs,
+            input_moments=log_moments(counts, inputs["gene_indices"]),
             n_clusters=0,
             n_latent=n_latent,
             hidden_widths=tuple(hidden_widths),
@@ -132,6 +136,7 @@ class SCDSEC(DeepClusteringModel):
         n_pcs: int = 50,
         gene_min_fraction: float = 0.01,
         partition_size: int = 128,
+        metric: Literal["euclidean", "cosine"] = "euclidean",
         **kwargs,
     ) -> None:
         """Register raw counts, select genes, build the Euclidean kNN graph and group cells for minibatches.
@@ -161,6 +166,8 @@ class SCDSEC(DeepClusteringModel):
             Genes detected in fewer than this fraction of cells are not used (paper: 0.01).
         partition_size
             About this many cells per minibatch group.
+        metric
+            Distance of the kNN graph between principal components.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -172,6 +179,7 @@ class SCDSEC(DeepClusteringModel):
             gene_min_fraction,
             setup_method_args,
             partition_size=partition_size,
+            metric=metric,
             **kwargs,
         )
 

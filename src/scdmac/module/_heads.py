@@ -128,6 +128,54 @@ class ClusterHead(nn.Module):
         return (w * d2).sum(-1).mean()
 
 
+    @torch.no_grad()
+    def refill(self, z: torch.Tensor, min_size: int = 2, random_state: int = 0) -> list[int]:
+        """Re-seed centres that hold fewer than ``min_size`` cells by splitting the cluster that fits worst.
+
+        DEC's targets drain small clusters into large ones, and a drained centre never wins cells
+        back. Each such centre is moved into the cluster with the largest within-cluster sum of
+        squares: a 2-means split of that cluster's cells gives it and the emptied centre new
+        positions (a bisecting k-means step, in the head's space). Clusters too small to split are
+        left as they are.
+
+        Parameters
+        ----------
+        z
+            Embedding of every cell.
+        min_size
+            Fewest cells a cluster must hold to count as kept.
+        random_state
+            Seed of the 2-means splits.
+
+        Returns
+        -------
+        list of int
+            The centres that were moved.
+        """
+        from sklearn.cluster import KMeans
+
+        zp = self.project(z)
+        moved: list[int] = []
+        for _ in range(self.n_clusters):
+            labels = self.squared_distances(z).argmin(1)  # the Student's t argmax is the nearest centre
+            sizes = torch.bincount(labels, minlength=self.n_clusters)
+            lost = [c for c in torch.nonzero(sizes < min_size).view(-1).tolist() if c not in moved]
+            if not lost:
+                break
+            misfit = ((zp - self.centers[labels]) ** 2).sum(-1)
+            sse = torch.zeros(self.n_clusters, device=z.device).scatter_add_(0, labels, misfit)
+            sse[sizes < 2 * min_size] = -1.0  # a split must leave both halves kept
+            donor = int(sse.argmax())
+            if sse[donor] <= 0:
+                break
+            cells = zp[labels == donor].cpu().numpy()
+            halves = KMeans(2, n_init=3, random_state=random_state).fit(cells).cluster_centers_
+            self.centers[donor] = torch.as_tensor(halves[0], dtype=self.centers.dtype, device=z.device)
+            self.centers[lost[0]] = torch.as_tensor(halves[1], dtype=self.centers.dtype, device=z.device)
+            moved.append(lost[0])
+        return moved
+
+
 class ClusteringModuleMixin:
     """Gives a module with a ``cluster_head`` the size its saved centres had (see ``model.n_clusters_``)."""
 

@@ -68,3 +68,35 @@ class ScaleNorm(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         return (z - mean) / torch.sqrt(var + self.eps)
+
+
+class Standardize(nn.Module):
+    """Centre each feature and scale by whole-data statistics fixed before training (saved with the model).
+
+    Batch statistics would be biased where a minibatch is a group of similar cells (SCDSEC's
+    subgraph batches): centring on such a batch subtracts the very profile its cells share.
+
+    Parameters
+    ----------
+    mean, var
+        Per-feature mean and variance over all cells.
+    per_feature
+        Divide each feature by its own standard deviation (as ``sc.pp.scale``), or all by one scalar
+        (the root mean variance: relative variances kept, as in PCA of unscaled data).
+    clip
+        Standardised values are clipped to ``[-clip, clip]`` (``None``: no clipping).
+    """
+
+    def __init__(self, mean, var, per_feature: bool = True, clip: float | None = 10.0):
+        super().__init__()
+        mean = torch.as_tensor(mean, dtype=torch.float32)
+        var = torch.as_tensor(var, dtype=torch.float32).clamp_min(0.0)
+        scale = var.sqrt() if per_feature else var.mean().sqrt().expand_as(var)
+        self.register_buffer("mean", mean.clone())
+        # a feature without variance is only centred (it carries no signal either way)
+        self.register_buffer("scale", torch.where(scale > 1e-8, scale, torch.ones_like(scale)).clone())
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = (x - self.mean) / self.scale
+        return y if self.clip is None else y.clamp(-self.clip, self.clip)

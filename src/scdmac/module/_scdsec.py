@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from .._constants import REGISTRY_KEYS
 from ._fusion import FusionEncoder
 from ._heads import ClusterHead, ClusteringModuleMixin, ZINBHead, zinb_nll
 from ._inputs import CountInputMixin
-from ._nn import ScaleNorm, mlp
+from ._nn import ScaleNorm, Standardize, mlp
 
 STAGES = ("pretrain", "cluster")
 
@@ -57,6 +58,17 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         Non-edges sampled per edge for the graph loss.
     dof
         Student's t degrees of freedom ``ν``.
+    cluster_metric
+        Where the clustering head measures distances (see :class:`~scdmac.module.ClusterHead`).
+    input_scaling
+        How the encoder's input is standardised: ``"global"`` centres each gene and divides all by one
+        scale, ``"gene"`` divides each gene by its own standard deviation (clipped at 10, as
+        ``sc.pp.scale``), both with statistics of all cells fixed before training (``input_moments``);
+        ``"batch"`` uses minibatch statistics (the behaviour before 2026-12-01; biased, since a
+        minibatch is a group of similar cells).
+    input_moments
+        Per-gene mean and variance of the log-normalised expression over all cells
+        (:func:`~scdmac.data.log_moments`); needed unless ``input_scaling="batch"``.
     """
 
     def __init__(
@@ -76,19 +88,28 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         cluster_weight: float = 1.0,
         negative_ratio: float = 1.0,
         dof: float = 1.0,
+        cluster_metric: Literal["euclidean", "cosine"] = "euclidean",
+        input_scaling: Literal["gene", "global", "batch"] = "global",
+        input_moments: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         self.n_input = n_input
         self._register_count_inputs(gene_indices, median_library)
         n_genes = len(gene_indices)
         widths = list(hidden_widths)
-        # genes centred, one overall scale: a shared offset would otherwise swamp the cell-to-cell signal
-        self.input_norm = ScaleNorm(n_genes)
+        if input_scaling == "batch":
+            self.input_norm = ScaleNorm(n_genes)
+        elif input_scaling in ("gene", "global"):
+            if input_moments is None:
+                raise ValueError(f"input_scaling={input_scaling!r} needs input_moments (per-gene mean, variance).")
+            self.input_norm = Standardize(*input_moments, per_feature=input_scaling == "gene")
+        else:
+            raise ValueError(f"input_scaling must be 'gene', 'global' or 'batch', not {input_scaling!r}.")
         self.encoder = FusionEncoder(n_genes, widths, n_latent, alpha, layerwise, dropout_rate)
         self.decoder = mlp(n_latent, widths[::-1], dropout_rate, use_batch_norm=False, use_layer_norm=True)
         self.zinb_head = ZINBHead(widths[0], n_genes)
         self.rec_head = nn.Linear(widths[0], n_genes)
-        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof)
+        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, metric=cluster_metric)
         self.negative_ratio = negative_ratio
         self.loss_weights = {"rec": rec_weight, "zinb": zinb_weight, "graph": graph_weight, "cluster": cluster_weight}
 
@@ -113,8 +134,10 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         n_neg = max(1, int(round(self.negative_ratio * n_pos)))
         # random pairs are non-edges with probability about 1 - k/batch; the rare edge among them is noise
         neg = torch.randint(z.shape[0], (2, n_neg), device=z.device)
-        pos_logits = (z[edges[0]] * z[edges[1]]).sum(-1)
-        neg_logits = (z[neg[0]] * z[neg[1]]).sum(-1)
+        # index_select, not z[idx]: advanced indexing's backward accumulates repeated rows in a
+        # thread-dependent order on CPU, so the same seed would not give the same network
+        pos_logits = (z.index_select(0, edges[0]) * z.index_select(0, edges[1])).sum(-1)
+        neg_logits = (z.index_select(0, neg[0]) * z.index_select(0, neg[1])).sum(-1)
         pos = F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
         neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return 0.5 * (pos + neg_loss)

@@ -102,6 +102,12 @@ class StagePlan(TrainingPlan):
 class ClusterPlan(StagePlan):
     """Clustering stage: DEC targets over all cells refreshed every ``update_interval`` epochs.
 
+    At each refresh every cell is embedded and assigned; a cluster left with fewer than
+    ``min_cluster_size`` cells gets its centre back by splitting the cluster that fits its cells
+    worst (:meth:`~scdmac.module.ClusterHead.refill`), so the stage keeps the clusters asked for
+    while the data can support them. The number of kept clusters is logged as
+    ``cluster_nonempty`` per refresh.
+
     Training stops when fewer than ``tol`` of the cells change label between two refreshes
     (DEC's own criterion), or at ``max_epochs``. With ``collapse_fraction > 0`` it also stops when a
     cluster collapses: once a cluster holds fewer than that share of the cells it held at the start,
@@ -112,8 +118,8 @@ class ClusterPlan(StagePlan):
     ----------
     module
         The model's module.
-    assign_all
-        Returns the soft assignment ``Q`` of every cell (in registry order) with the current network.
+    embed_all
+        Returns the embedding of every cell (in registry order) with the current network.
     update_interval
         Epochs between target refreshes.
     tol
@@ -122,43 +128,78 @@ class ClusterPlan(StagePlan):
         Refreshes are not allowed to stop training before this many epochs.
     collapse_fraction
         Smallest share of its starting cells a cluster may keep (``0``, the default, turns the check off).
+    refill
+        Re-seed clusters that lost their cells at each refresh.
+    min_cluster_size
+        Fewest cells a cluster must hold to count as kept.
+    seed
+        Seed of the splits that re-seed clusters.
     **kwargs
         Passed to :class:`StagePlan`.
     """
 
-    OWN_ARGS = ("update_interval", "min_epochs", "collapse_fraction")
+    OWN_ARGS = ("update_interval", "min_epochs", "collapse_fraction", "refill", "min_cluster_size", "seed")
 
     def __init__(
         self,
         module,
-        assign_all: Callable[[], torch.Tensor],
+        embed_all: Callable[[], torch.Tensor],
         update_interval: int = 1,
         tol: float = 1e-3,
         min_epochs: int = 1,
         collapse_fraction: float = 0.0,
+        refill: bool = True,
+        min_cluster_size: int = 2,
+        seed: int = 0,
         **kwargs,
     ):
         super().__init__(module, stage="cluster", **kwargs)
         if not 0.0 <= collapse_fraction < 1.0:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
-        self.assign_all = assign_all
+        if min_cluster_size < 1:
+            raise ValueError(f"min_cluster_size must be at least 1, got {min_cluster_size}.")
+        self.embed_all = embed_all
         self.update_interval = update_interval
         self.tol = tol
         self.min_epochs = min_epochs
         self.collapse_fraction = collapse_fraction
+        self.refill = refill
+        self.min_cluster_size = min_cluster_size
+        self.seed = seed
         self.target: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.start_sizes: torch.Tensor | None = None
         self._saved_state: dict[str, torch.Tensor] | None = None
         #: the refresh (epochs done) whose state the stage ended with after a collapse, else ``None``
         self.collapsed_at: int | None = None
+        #: how many times a centre was re-seeded
+        self.n_refilled = 0
 
-    def _assign(self) -> torch.Tensor:
+    def _embed(self) -> torch.Tensor:
         self.module.eval()
         with torch.no_grad():
-            q = self.assign_all().to(self.device)
+            z = self.embed_all().to(self.device)
         self.module.stage_mode(self.stage)
-        return q
+        return z
+
+    def _refill(self, z: torch.Tensor) -> torch.Tensor:
+        """Re-seed lost clusters (when on); the soft assignment of ``z`` to the resulting centres."""
+        head = self.module.cluster_head
+        with torch.no_grad():
+            moved = head.refill(z, self.min_cluster_size, self.seed) if self.refill else []
+            if moved:
+                self.n_refilled += len(moved)
+                self._forget_moments(moved)
+                logger.debug("Re-seeded cluster(s) %s at epoch %d.", moved, self.current_epoch)
+            return head.soft_assignment(z)
+
+    def _forget_moments(self, rows: list[int]) -> None:
+        # Adam's running moments of a moved centre still point where it was being dragged
+        centers = self.module.cluster_head.centers
+        for optimizer in getattr(self.trainer, "optimizers", None) or []:
+            for moment in optimizer.state.get(centers, {}).values():
+                if torch.is_tensor(moment) and moment.shape == centers.shape:
+                    moment[rows] = 0.0
 
     def _accept(self, q: torch.Tensor) -> float:
         """Make ``q`` the current assignment: new targets and labels; the fraction of labels changed."""
@@ -170,34 +211,45 @@ class ClusterPlan(StagePlan):
             self._saved_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         return changed
 
+    def n_kept(self) -> int:
+        """Clusters holding at least ``min_cluster_size`` cells in the current assignment."""
+        sizes = torch.bincount(self.labels, minlength=self.module.cluster_head.n_clusters)
+        return int((sizes >= self.min_cluster_size).sum())
+
     def _collapsed(self, labels: torch.Tensor) -> bool:
         sizes = torch.bincount(labels, minlength=self.start_sizes.shape[0])
         return bool((sizes < self.collapse_fraction * self.start_sizes).any())
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        q = self._assign()
+        q = self._refill(self._embed())
         self.start_sizes = torch.bincount(q.argmax(1), minlength=q.shape[1])
         self._accept(q)
 
     def on_train_epoch_end(self) -> None:
         if (self.current_epoch + 1) % self.update_interval:
             return
-        q = self._assign()
-        if self.collapse_fraction > 0 and self._collapsed(q.argmax(1)):
-            self.module.load_state_dict(self._saved_state)
-            self.collapsed_at = self.current_epoch + 1 - self.update_interval
-            logger.info(
-                "A cluster lost more than %.0f%% of its cells in epoch %d: clustering stopped with the "
-                "state of epoch %d.",
-                100 * (1 - self.collapse_fraction),
-                self.current_epoch + 1,
-                self.collapsed_at,
-            )
-            self.trainer.should_stop = True
-            return
-        changed = self._accept(q)
+        z = self._embed()
+        if self.collapse_fraction > 0:
+            with torch.no_grad():
+                labels = self.module.cluster_head.soft_assignment(z).argmax(1)
+            if self._collapsed(labels):
+                self.module.load_state_dict(self._saved_state)
+                self.collapsed_at = self.current_epoch + 1 - self.update_interval
+                logger.info(
+                    "A cluster lost more than %.0f%% of its cells in epoch %d: clustering stopped with the "
+                    "state of epoch %d.",
+                    100 * (1 - self.collapse_fraction),
+                    self.current_epoch + 1,
+                    self.collapsed_at,
+                )
+                self.trainer.should_stop = True
+                return
+        changed = self._accept(self._refill(z))
         self.log("cluster_label_change", changed, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
+        self.log(
+            "cluster_nonempty", float(self.n_kept()), on_step=False, on_epoch=True, sync_dist=self.use_sync_dist
+        )
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
 
