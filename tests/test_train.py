@@ -1,4 +1,4 @@
-"""The clustering stage: its plan's stopping rules and re-seeding (driven with embeddings the test chooses) and its head."""
+"""The clustering stage: stopping rules and re-seeding (driven with embeddings the test chooses) and its head."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from scdmac.train import ClusterPlan
-
 
 N_LATENT = 16  # the ``trained`` model's embedding width
 
@@ -178,5 +177,7 @@ def test_model_warns_when_clusters_are_lost(trained):
     model = copy.deepcopy(trained)
     with torch.no_grad():
         model.module.cluster_head.centers[2] = 1e3  # a centre far from every cell wins none
+    model.write_results()  # into the deep copy's own AnnData
     with pytest.warns(UserWarning, match=r"kept 2 of the 3 clusters"):
         model._warn_lost_clusters(min_size=2)
+    assert trained.adata.obs["scdmac_cluster"].nunique() == 3  # the shared model is untouched

@@ -88,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--cluster-init",
         choices=("kmeans", "leiden"),
-        default="kmeans",
-        help="how the clustering stage places its centres (default: kmeans)",
+        default=None,
+        help="how the clustering stage places its centres (default: the model's)",
     )
     cluster.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model")
     cluster.add_argument("--overwrite", action="store_true", help="replace OUT (and --save-model DIR) if present")

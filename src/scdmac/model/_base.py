@@ -66,6 +66,8 @@ class DeepClusteringModel(BaseModelClass):
     _graph_metric: str = "euclidean"
     #: default optimiser steps of the clustering stage (its epochs follow from the number of cells)
     _cluster_steps: int = 1000
+    #: how the clustering stage places its centres unless ``train(cluster_init=...)`` says otherwise
+    _cluster_init: str = "kmeans"
 
     # ---- registration -------------------------------------------------------------------------
     @classmethod
@@ -200,7 +202,7 @@ class DeepClusteringModel(BaseModelClass):
         devices,
         early_stopping: bool,
         tol: float,
-        cluster_init: str,
+        cluster_init: str | None,
         plan_kwargs: dict | None,
         pretrain_steps: int = 400,
         cluster_steps: int | None = None,
@@ -212,6 +214,7 @@ class DeepClusteringModel(BaseModelClass):
         (5 to 200 epochs) and clustering about ``cluster_steps`` (default: the class's
         ``_cluster_steps``; 5 to 100 epochs).
         """
+        cluster_init = cluster_init or self._cluster_init
         if cluster_init not in ("kmeans", "leiden"):
             raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
         cluster_steps = cluster_steps or self._cluster_steps
@@ -236,11 +239,13 @@ class DeepClusteringModel(BaseModelClass):
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **data_inputs, **trainer_kwargs)
         if self.module.cluster_head.n_clusters > 0:
             self.write_results()
-            self._warn_lost_clusters(plan_kwargs.get("min_cluster_size", 2))
+            if "cluster" in stages:
+                self._warn_lost_clusters(plan_kwargs.get("min_cluster_size", 2))
 
     def _warn_lost_clusters(self, min_size: int) -> None:
-        """Say so when the data could not support every requested cluster."""
-        sizes = np.bincount(self.predict(), minlength=self.n_clusters_)
+        """Say so when the data could not support every requested cluster (labels as written by train)."""
+        labels = self.adata.obs[self.cluster_key].astype(int).to_numpy()
+        sizes = np.bincount(labels, minlength=self.n_clusters_)
         kept = int((sizes >= min_size).sum())
         if kept < self.n_clusters_:
             warnings.warn(

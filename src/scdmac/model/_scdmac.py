@@ -210,7 +210,7 @@ class SCDMAC(DeepClusteringModel):
         devices: int | list[int] | str = "auto",
         early_stopping: bool = True,
         tol: float = 1e-3,
-        cluster_init: Literal["kmeans", "leiden"] = "kmeans",
+        cluster_init: Literal["kmeans", "leiden"] | None = None,
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
@@ -240,8 +240,8 @@ class SCDMAC(DeepClusteringModel):
             The clustering stage stops when fewer than this fraction of cells change cluster between
             two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
         cluster_init
-            How the clustering stage places its centres: ``"kmeans"`` (k-means on the embedding, the
-            papers' choice) or ``"leiden"`` (means of the Leiden communities of the embedding's 15-NN
+            How the clustering stage places its centres (default: ``"kmeans"``): ``"kmeans"`` (k-means on
+            the embedding, the papers' choice) or ``"leiden"`` (means of the Leiden communities of the embedding's 15-NN
             graph, resolution searched for ``n_clusters`` communities; k-means when no resolution gives
             that many). See the method notes for when each does better.
         plan_kwargs

@@ -127,7 +127,6 @@ class ClusterHead(nn.Module):
         w = torch.softmax(-d2.detach() * self.inflation, dim=1)
         return (w * d2).sum(-1).mean()
 
-
     @torch.no_grad()
     def refill(self, z: torch.Tensor, min_size: int = 2, random_state: int = 0) -> list[int]:
         """Re-seed centres that hold fewer than ``min_size`` cells by splitting the cluster that fits worst.

@@ -89,7 +89,7 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         negative_ratio: float = 1.0,
         dof: float = 1.0,
         cluster_metric: Literal["euclidean", "cosine"] = "euclidean",
-        input_scaling: Literal["gene", "global", "batch"] = "global",
+        input_scaling: Literal["gene", "global", "batch"] = "batch",
         input_moments: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()

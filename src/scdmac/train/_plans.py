@@ -247,9 +247,7 @@ class ClusterPlan(StagePlan):
                 return
         changed = self._accept(self._refill(z))
         self.log("cluster_label_change", changed, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
-        self.log(
-            "cluster_nonempty", float(self.n_kept()), on_step=False, on_epoch=True, sync_dist=self.use_sync_dist
-        )
+        self.log("cluster_nonempty", float(self.n_kept()), on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
 
