@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     _append(args.csv, row)
                     print(row, flush=True)
-    table = summarize(args.csv)
+    # with --summary-only, --methods restricts the table (e.g. to leave out a model still being measured)
+    table = summarize(args.csv, args.methods if args.summary_only else None)
     print(table)
     args.csv.with_name("accuracy_summary.md").write_text(table + "\n")
 
