@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["scdmac", "scdsec", "pca_kmeans", "leiden", "scvi"]
+ORDER = ["scdmac", "scdsec", "pca_kmeans", "leiden", "leiden_k", "scvi"]
 
 
 def main(argv: list[str] | None = None) -> None:
