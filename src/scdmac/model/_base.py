@@ -239,8 +239,8 @@ class DeepClusteringModel(BaseModelClass):
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **data_inputs, **trainer_kwargs)
         if self.module.cluster_head.n_clusters > 0:
             self.write_results()
-            if "cluster" in stages:
-                self._warn_lost_clusters(plan_kwargs.get("min_cluster_size", 2))
+            if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
+                self._warn_lost_clusters(plan.min_cluster_size)
 
     def _warn_lost_clusters(self, min_size: int) -> None:
         """Say so when the data could not support every requested cluster (labels as written by train)."""
