@@ -1,10 +1,11 @@
 # `make demo`: set up .venv and cluster the built-in simulated data.  `make test`: set up and run the tests.
-# `make docs`: set up with the docs extra and build the documentation with warnings as errors.
+# `make check`: lint, format check and type check.  `make docs`: build the documentation, warnings as errors.
+# `make ci`: everything CI runs (.ci/run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-slow benchmark docs
+.PHONY: setup setup-dev demo test test-slow check docs ci benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[test]"
 
+setup-dev: setup
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
+
 demo: setup
 	$(BIN)/python -m scdmac demo
 
@@ -24,10 +28,15 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow tests
 
+check: setup-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+docs: setup-dev
+	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
+
+ci: check docs test
+
 benchmark: setup
 	$(BIN)/python benchmarks/accuracy.py
-
-docs: $(BIN)/python
-	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[docs]"
-	$(BIN)/sphinx-build -W -b html docs docs/_build/html

@@ -74,7 +74,6 @@ SPLIT = {
     ],
 }
 OURS = ("scdmac", "scdsec")
-STAGES = {"SCDMAC": ["denoise", "mask", "cluster"], "SCDSEC": ["pretrain", "cluster"]}
 PEERS = ("pca_kmeans", "leiden", "leiden_k", "scvi")
 
 
@@ -151,7 +150,7 @@ def _run_package_model(name: str):
         scvi.settings.seed = seed
         model_cls.setup_anndata(b)
         model = model_cls(b, n_clusters=k)
-        stages = STAGES[name]
+        stages = [stage.name for stage in model.stages]
         t0 = time.perf_counter()
         # the same stages as one train() call, split to score the pretrained embedding in between
         model.train(stages=stages[:-1], enable_progress_bar=False)

@@ -103,9 +103,13 @@ def run(path: Path, seed: int, variants: list[str]) -> list[dict]:
         model.module.cluster_head.reset(torch.zeros(0, z.shape[1]))
         model.module.load_state_dict(state, strict=False)
         model.module.cluster_head.metric = metric
-        model._cluster_steps = steps or type(model)._cluster_steps
         scvi.settings.seed = seed
-        model.train(stages="cluster", cluster_init=init, enable_progress_bar=False)
+        model.train(
+            stages="cluster",
+            cluster_init=init,
+            stage_steps={"cluster": steps} if steps else None,
+            enable_progress_bar=False,
+        )
         record(variant, model.predict(), time.perf_counter() - t0)
     return rows
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
@@ -8,13 +7,6 @@ import pytest
 import scdmac
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +23,7 @@ def small(_small):
 FAST_TRAIN = {"max_epochs": 2, "enable_progress_bar": False, "batch_size": 128}
 
 
-def assert_results_written(adata, prefix: str, n_latent: int, n_clusters: int) -> None:
+def assert_results_written(adata, prefix: str, n_latent: int, n_clusters: int, extra_obsm: set | None = None) -> None:
     """The documented output keys of a trained model: embedding, categorical string labels, soft rows summing to 1."""
     import numpy as np
     import pandas as pd
@@ -45,7 +37,8 @@ def assert_results_written(adata, prefix: str, n_latent: int, n_clusters: int) -
     soft = adata.obsm[f"{prefix}_soft"]
     assert soft.shape == (adata.n_obs, n_clusters)
     assert_allclose(soft.sum(1), 1.0, atol=1e-5)
-    assert set(adata.obsm) == {f"X_{prefix}", f"{prefix}_soft", f"_{prefix}_neighbors"}
+    extra_obsm = {f"_{prefix}_neighbors"} if extra_obsm is None else extra_obsm
+    assert set(adata.obsm) == {f"X_{prefix}", f"{prefix}_soft"} | extra_obsm
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 
+
+@pytest.mark.slow
 def test_scanpy_downstream_above_10k_cells():
     """`sc.pp.neighbors(use_rep=...)` after our model on >10k cells (pynndescent path) must work."""
     import scanpy as sc

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scvi
 import torch
+from lightning.pytorch.callbacks import Callback
 from numpy.testing import assert_allclose
 from sklearn.metrics import adjusted_rand_score
 
@@ -79,19 +80,21 @@ def test_same_seed_same_labels(small):
     runs = []
     for _ in range(2):
         adata = small.copy()
+        scvi.settings.seed = 3  # before setup: its PCA takes the seed too
         SCDMAC.setup_anndata(adata)
-        scvi.settings.seed = 3
         model = SCDMAC(adata, n_clusters=3)
         model.train(**FAST_TRAIN)
         runs.append(model.predict())
     assert (runs[0] == runs[1]).all()
 
 
-def test_no_global_side_effects(small):
-    dtype = torch.get_default_dtype()
+def test_training_leaves_global_settings_alone(small):
     SCDMAC.setup_anndata(small)
+    scvi.settings.seed = 5
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     SCDMAC(small, n_clusters=3).train(**FAST_TRAIN)
-    assert torch.get_default_dtype() == dtype
+    assert scvi.settings.seed == 5
+    assert torch.get_num_threads() == threads and torch.get_default_dtype() == dtype
 
 
 def test_n_clusters_estimated_and_saved(small, tmp_path):
@@ -107,23 +110,49 @@ def test_n_clusters_estimated_and_saved(small, tmp_path):
     assert loaded.n_clusters_ == k and loaded.predict(soft=True).shape[1] == k
 
 
-@pytest.mark.parametrize(
-    "switches",
-    [
-        {"denoise": False},
-        {"mask_predictor": False},
-        {"weighted_reconstruction": False},
-        {"cluster_metric": "euclidean"},
-    ],
-)
-def test_ablations_train(small, switches):
+def test_ablation_switches_take_effect(small):
     SCDMAC.setup_anndata(small)
-    model = SCDMAC(small, n_clusters=3, **switches)
-    model.train(**FAST_TRAIN)
-    assert model.predict().shape == (300,)
-    assert model.module.cluster_head.metric == switches.get("cluster_metric", "cosine")
-    stages = {k.split("_")[0] for k in model.history}
-    assert ("denoise" in stages) == switches.get("denoise", True)
+    scvi.settings.seed = 0
+    full = SCDMAC(small, n_clusters=3)
+    full.train(**FAST_TRAIN)
+    assert full.module.denoiser is not None and full.module.masked_ae.mask_predictor is not None
+    assert full.module.masked_weight == 0.7 and full.module.cluster_head.metric == "cosine"
+
+    no_denoise = SCDMAC(small, n_clusters=3, denoise=False)
+    no_denoise.train(**FAST_TRAIN)
+    assert no_denoise.module.denoiser is None
+    assert not any(k.startswith("denoise") for k in no_denoise.history)
+    with pytest.raises(ValueError, match="no denoiser"):
+        no_denoise.get_denoised_expression()
+    with pytest.raises(ValueError, match="Unknown stage"):
+        no_denoise.train(stages="denoise")
+
+    no_predictor = SCDMAC(small, n_clusters=3, mask_predictor=False)
+    no_predictor.train(**FAST_TRAIN)
+    assert no_predictor.module.masked_ae.mask_predictor is None
+    assert "mask_mask_bce" in full.history and "mask_mask_bce" not in no_predictor.history
+
+    # equal weights on masked and kept entries; the papers' Euclidean head
+    assert SCDMAC(small, n_clusters=3, weighted_reconstruction=False).module.masked_weight == 0.5
+    euclid = SCDMAC(small, n_clusters=3, cluster_metric="euclidean")
+    euclid.train(**FAST_TRAIN)
+    assert euclid.module.cluster_head.metric == "euclidean" and euclid.module.cluster_head.radius.item() == 1.0
+    for model in (no_denoise, no_predictor, euclid):
+        assert model.predict().shape == (300,)
+
+
+def test_joint_zinb_weight_trains_the_denoiser(small):
+    SCDMAC.setup_anndata(small)
+    scvi.settings.seed = 0
+    for weight in (0.0, 0.5):
+        model = SCDMAC(small, n_clusters=3, zinb_weight=weight)
+        model.train(stages=["denoise", "mask"], **FAST_TRAIN)
+        before = {k: v.clone() for k, v in model.module.denoiser.state_dict().items()}
+        model.train(stages="cluster", **FAST_TRAIN)
+        after = model.module.denoiser.state_dict()
+        changed = any(not torch.equal(before[k], after[k]) for k in before)
+        assert changed == (weight > 0)
+        assert ("cluster_zinb" in model.history) == (weight > 0)
 
 
 def test_single_stage_rerun(small):
@@ -160,18 +189,75 @@ def test_clusters_simulated_types():
     assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
 
 
-def test_one_liner(small):
-    scdmac.tl.scdmac(small, n_clusters=3, layer="counts", train_kwargs=FAST_TRAIN)
-    assert "X_scdmac" in small.obsm and "scdmac_cluster" in small.obs
-    copy, model = scdmac.tl.scdmac(
-        small, n_clusters=3, train_kwargs=FAST_TRAIN, model_kwargs={"cluster_key": "k"}, copy=True
-    )
-    assert "k" in copy.obs and "k" not in small.obs
+def test_one_liner_in_scanpy_shape(small):
+    import os
+    import random
+
+    before = set(small.obs), set(small.obsm), set(small.var), set(small.uns)
+    scvi.settings.seed = 11
+    torch_state, numpy_state, python_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    env = os.environ.get("PL_GLOBAL_SEED")
+    assert scdmac.tl.scdmac(small, 3, layer="counts", train_kwargs=FAST_TRAIN) is None
+    # only the results are added: no registry, graph or gene-selection keys
+    assert set(small.obs) - before[0] == {"scdmac_cluster"}
+    assert set(small.obsm) - before[1] == {"X_scdmac", "scdmac_soft"}
+    assert set(small.var) == before[2] and set(small.uns) - before[3] == {"scdmac"}
+    assert_results_written(small, "scdmac", n_latent=16, n_clusters=3, extra_obsm=set())
+    params = small.uns["scdmac"]["params"]
+    assert params["n_clusters"] == 3 and params["layer"] == "counts" and params["random_state"] == 0
+    # no global state changed: the seed was passed, not set
+    assert scvi.settings.seed == 11 and os.environ.get("PL_GLOBAL_SEED") == env
+    assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state()[1:2], numpy_state[1:2], strict=True))
+
+    # the same random_state gives the same labels; copy=True leaves the input alone
+    out = scdmac.tl.scdmac(small, 3, layer="counts", key_added="again", train_kwargs=FAST_TRAIN, copy=True)
+    assert "again_cluster" in out.obs and "again_cluster" not in small.obs
+    assert (out.obs["again_cluster"].to_numpy() == small.obs["scdmac_cluster"].to_numpy()).all()
+    with pytest.raises(ValueError, match="key_added"):
+        scdmac.tl.scdmac(small, 3, layer="counts", model_kwargs={"cluster_key": "k"})
 
 
 def test_plan_kwargs_reach_their_plans(small):
     SCDMAC.setup_anndata(small)
     model = SCDMAC(small, n_clusters=3)
-    model.train(plan_kwargs={"weight_decay": 1e-4, "update_interval": 2}, **FAST_TRAIN)
+    seen = []
+
+    class Record(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen.append((pl_module.stage.name, pl_module.weight_decay, getattr(pl_module, "update_interval", None)))
+
+    model.train(plan_kwargs={"weight_decay": 1e-4, "update_interval": 2}, callbacks=[Record()], **FAST_TRAIN)
+    # every plan takes weight_decay; only the clustering plan has an update interval
+    assert seen == [("denoise", 1e-4, None), ("mask", 1e-4, None), ("cluster", 1e-4, 2)]
     # refreshes every second epoch: two epochs give one logged label change
     assert len(model.history["cluster_label_change"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"batch_size": -3}, "batch_size must be a positive integer"),
+        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+        ({"plan_kwargs": {"update_intervall": 2}}, "Unknown plan_kwargs"),
+        ({"stage_steps": {"warmup": 10}}, "stage_steps names"),
+        ({"early_stopping_patience": 0}, "patience"),
+    ],
+)
+def test_bad_train_arguments_are_refused_before_training(small, kwargs, match):
+    SCDMAC.setup_anndata(small)
+    model = SCDMAC(small, n_clusters=3)
+    with pytest.raises(ValueError, match=match):
+        model.train(**{**FAST_TRAIN, **kwargs})
+    assert model.history is None or "denoise_loss" not in model.history
+
+
+def test_stage_steps_set_the_default_budget(small):
+    SCDMAC.setup_anndata(small)
+    model = SCDMAC(small, n_clusters=3)
+    # 300 cells in batches of 128: 3 steps an epoch; 30 steps of denoising are 10 epochs (the plateau
+    # stop never acts before its patience of 10 epochs), not the default 400 steps' 133
+    model.train(stages="denoise", stage_steps={"denoise": 30}, batch_size=128, enable_progress_bar=False)
+    assert len(model.history["denoise_loss"]) == 10
+    assert [s.name for s in model.stages] == ["denoise", "mask", "cluster"]

@@ -28,8 +28,8 @@ def _trained_sec(_small):
 
 
 def _train(adata, seed=0, n_clusters=3, train=FAST_TRAIN, **kwargs):
+    scvi.settings.seed = seed  # before setup: its PCA and partitioning take the seed too
     SCDSEC.setup_anndata(adata, partition_size=64)
-    scvi.settings.seed = seed
     model = SCDSEC(adata, n_clusters=n_clusters, **{**SMALL_NET, **kwargs})
     model.train(**train)
     return model
@@ -86,10 +86,11 @@ def test_same_seed_same_labels(small):
     assert (a == b).all()
 
 
-def test_no_global_side_effects(small):
-    dtype = torch.get_default_dtype()
-    _train(small)
-    assert torch.get_default_dtype() == dtype
+def test_training_leaves_global_settings_alone(small):
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    _train(small, seed=4)
+    assert scvi.settings.seed == 4
+    assert torch.get_num_threads() == threads and torch.get_default_dtype() == dtype
 
 
 def test_n_clusters_estimated_and_saved(small, tmp_path):
@@ -119,9 +120,11 @@ def test_ablations_train(small, switches):
     terms = {k.split("_", 1)[1] for k in model.history if k.startswith("pretrain_")}
     for name, weight in (("rec", "rec_weight"), ("zinb", "zinb_weight"), ("graph", "graph_weight")):
         assert (name in terms) == (switches.get(weight, 1.0) > 0)
+    assert ("cluster_kl" in model.history) == (switches.get("cluster_weight", 1.0) > 0)
     encoder = model.module.encoder
     assert (encoder.ae is None) == (switches.get("alpha", 0.5) == 0.0)
     assert (encoder.gcn is None) == (switches.get("alpha", 0.5) == 1.0)
+    assert encoder.layerwise == switches.get("layerwise", True)
 
 
 def test_all_terms_off_is_refused(small):
@@ -206,6 +209,11 @@ def test_clusters_simulated_types():
     assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
 
 
-def test_one_liner(small):
-    scdmac.tl.scdsec(small, n_clusters=3, layer="counts", model_kwargs=SMALL_NET, train_kwargs=FAST_TRAIN)
-    assert "X_scdsec" in small.obsm and "scdsec_cluster" in small.obs
+def test_one_liner_in_scanpy_shape(small):
+    out = scdmac.tl.scdsec(
+        small, 3, layer="counts", key_added="sec", model_kwargs=SMALL_NET, train_kwargs=FAST_TRAIN, copy=True
+    )
+    assert "sec_cluster" not in small.obs and "X_sec" not in small.obsm
+    assert set(out.obsm) == {"X_sec", "sec_soft"} and "_scdsec_partition" not in out.obs
+    assert out.uns["sec"]["params"]["model"] == "SCDSEC" and out.uns["sec"]["params"]["n_clusters"] == 3
+    assert out.obsm["X_sec"].shape == (300, 10)

@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from scdmac.train import ClusterPlan
+from scdmac.train import ClusterPlan, Stage
 
 N_LATENT = 16  # the ``trained`` model's embedding width
+CLUSTER_STAGE = Stage("cluster", ("masked_ae", "input_norm", "cluster_head"), clustering=True)
 
 
 def one_hot(labels: list[int], n_clusters: int = 3) -> torch.Tensor:
@@ -29,7 +30,7 @@ def plan_with(module, embeddings: list[torch.Tensor], **kwargs) -> ClusterPlan:
         head.radius.fill_(1.0)
         head.reset(torch.eye(head.n_clusters, N_LATENT))
     queue = list(embeddings)
-    plan = ClusterPlan(module, embed_all=lambda: queue.pop(0), **kwargs)
+    plan = ClusterPlan(module, CLUSTER_STAGE, embed_all=lambda: queue.pop(0), **kwargs)
     plan.trainer = SimpleNamespace(current_epoch=0, should_stop=False, strategy=None)
     plan.log = lambda *args, **kwargs: None  # no Lightning logger outside a fit
     plan.on_train_start()
@@ -90,7 +91,7 @@ def test_label_change_below_tol_stops(module):
 @pytest.mark.parametrize("fraction", [-0.1, 1.0])
 def test_bad_collapse_fraction(module, fraction):
     with pytest.raises(ValueError, match="collapse_fraction"):
-        ClusterPlan(module, embed_all=lambda: None, collapse_fraction=fraction)
+        ClusterPlan(module, CLUSTER_STAGE, embed_all=lambda: None, collapse_fraction=fraction)
 
 
 def test_cosine_head_sees_directions_only():

@@ -1,4 +1,4 @@
-"""Registry keys and the AnnData keys the package writes."""
+"""Registry keys, the keys of a training minibatch, and the AnnData keys the package writes."""
 
 from __future__ import annotations
 
@@ -12,4 +12,15 @@ class _RegistryKeys(NamedTuple):
     PARTITION_KEY: str = "partition"
 
 
+class _BatchKeys(NamedTuple):
+    """What a training minibatch holds (see :class:`~scdmac.data.CellDataModule`)."""
+
+    X: str = "X"  # counts of the batch's cells, all registered genes
+    INDEX: str = "index"  # their row numbers (int64), for per-cell training state such as DEC targets
+    X_NEIGHBOR: str = "X_neighbor"  # counts of one kNN neighbour per cell (``"neighbor_pairs"`` batches)
+    ADJ: str = "adj"  # normalised adjacency of the subgraph the cells induce (``"subgraphs"`` batches)
+    EDGES: str = "edges"  # (2, E) positions of that subgraph's undirected edges
+
+
 REGISTRY_KEYS = _RegistryKeys()
+BATCH_KEYS = _BatchKeys()

@@ -2,7 +2,7 @@
 
 from ._augment import augment_expression, mask_with_shuffled
 from ._graph import CellGraph, adjacency, knn, normalized_adjacency, partition_cells
-from ._loaders import CellDataModule, NeighborBatchSampler, PartitionBatchSampler
+from ._loaders import CellDataModule, NeighborBatchSampler, PartitionBatchSampler, cell_loader
 from ._preprocess import highly_variable_genes, library_size, log_moments, log_normalize
 from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
@@ -15,6 +15,7 @@ __all__ = [
     "PartitionBatchSampler",
     "adjacency",
     "augment_expression",
+    "cell_loader",
     "check_counts",
     "highly_variable_genes",
     "knn",

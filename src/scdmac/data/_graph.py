@@ -76,7 +76,8 @@ def _to_torch(A: sp.spmatrix, device=None) -> torch.Tensor:
     A = sp.coo_matrix(A)
     index = torch.from_numpy(np.vstack([A.row, A.col]).astype(np.int64))
     values = torch.from_numpy(A.data.astype(np.float32))
-    return torch.sparse_coo_tensor(index, values, A.shape, device=device).coalesce()
+    # the indices come from a valid scipy matrix: skip torch's invariant checks, and say so
+    return torch.sparse_coo_tensor(index, values, A.shape, device=device, check_invariants=False).coalesce()
 
 
 class CellGraph:
@@ -100,7 +101,7 @@ class CellGraph:
         """``D^-1/2 (A + I) D^-1/2`` over all cells as a sparse torch tensor."""
         return _to_torch(normalized_adjacency(self.adjacency), device)
 
-    def subgraph(self, cells: np.ndarray, device=None) -> dict[str, torch.Tensor]:
+    def subgraph(self, cells: np.ndarray) -> dict[str, torch.Tensor]:
         """The graph induced by ``cells``, in their order.
 
         Returns
@@ -113,7 +114,7 @@ class CellGraph:
         sub = self.adjacency[cells][:, cells]
         upper = sp.triu(sub, k=1).tocoo()
         edges = torch.from_numpy(np.vstack([upper.row, upper.col]).astype(np.int64))
-        return {"adj": _to_torch(normalized_adjacency(sub), device), "edges": edges.to(device)}
+        return {"adj": _to_torch(normalized_adjacency(sub)), "edges": edges}
 
 
 def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -> np.ndarray:

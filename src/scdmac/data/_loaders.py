@@ -1,8 +1,9 @@
-"""Minibatches drawn from an AnnData through scvi-tools' data loading, optionally with kNN neighbours."""
+"""Minibatches drawn from an AnnData through scvi-tools' data loading, with the named inputs each stage needs."""
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,6 +12,9 @@ from lightning.pytorch import LightningDataModule
 from scvi.data import AnnDataManager
 from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import Sampler, default_convert
+
+from .._constants import BATCH_KEYS, REGISTRY_KEYS
+from ._graph import CellGraph
 
 
 def _world() -> tuple[int, int]:
@@ -102,35 +106,113 @@ class PartitionBatchSampler(NeighborBatchSampler):
         return [torch.cat([self.groups[i] for i in part]) for part in torch.tensor_split(order, self._n_batches())]
 
 
-def _unwrap(items: list):
-    return default_convert(items[0])
+#: How a stage's minibatches are built: plain cells, cells paired with a kNN neighbour, or subgraphs.
+BatchKind = Literal["cells", "neighbor_pairs", "subgraphs"]
+
+
+class CellBatches:
+    """Collate of one sampled batch into named tensors: ``X`` (counts) and ``index`` (row numbers).
+
+    The batch samplers yield whole batches, and scvi-tools' dataset returns them as one item, so the
+    collate unwraps that item instead of stacking items.
+    """
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        data = default_convert(items[0])
+        return {
+            BATCH_KEYS.X: data[REGISTRY_KEYS.X_KEY],
+            BATCH_KEYS.INDEX: data[REGISTRY_KEYS.INDICES_KEY].long().view(-1),
+        }
+
+
+class NeighborPairBatches(CellBatches):
+    """Splits a :class:`NeighborBatchSampler` batch (cells, then one neighbour each) into ``X`` and ``X_neighbor``."""
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        both = super().__call__(items)
+        n = both[BATCH_KEYS.X].shape[0] // 2
+        return {
+            BATCH_KEYS.X: both[BATCH_KEYS.X][:n],
+            BATCH_KEYS.X_NEIGHBOR: both[BATCH_KEYS.X][n:],
+            BATCH_KEYS.INDEX: both[BATCH_KEYS.INDEX][:n],
+        }
+
+
+class SubgraphBatches(CellBatches):
+    """Adds the subgraph a batch's cells induce in ``graph``: ``adj`` (normalised, sparse) and ``edges``.
+
+    Built here, in the loader (and so in its worker processes when it has any); Lightning moves the
+    whole batch to the training device.
+
+    Parameters
+    ----------
+    graph
+        The cell graph of all cells.
+    """
+
+    def __init__(self, graph: CellGraph):
+        self.graph = graph
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        batch = super().__call__(items)
+        sub = self.graph.subgraph(batch[BATCH_KEYS.INDEX].numpy())
+        return {**batch, BATCH_KEYS.ADJ: sub["adj"], BATCH_KEYS.EDGES: sub["edges"]}
 
 
 def cell_loader(
     adata_manager: AnnDataManager,
     batch_size: int,
+    batches: BatchKind = "cells",
     shuffle: bool = False,
     neighbors: np.ndarray | None = None,
-    data_and_attributes: list[str] | None = None,
     partitions: np.ndarray | None = None,
+    graph: CellGraph | None = None,
 ) -> AnnDataLoader:
-    """An :class:`~scvi.dataloaders.AnnDataLoader` over all cells driven by our batch samplers.
+    """An :class:`~scvi.dataloaders.AnnDataLoader` over all cells giving named minibatches.
 
-    Batches are whole cell groups when ``partitions`` is given (:class:`PartitionBatchSampler`),
-    otherwise random cells, each followed by a neighbour when ``neighbors`` is given
-    (:class:`NeighborBatchSampler`).
+    Parameters
+    ----------
+    adata_manager
+        The model's registered manager.
+    batch_size
+        Cells per minibatch (about this many for ``"subgraphs"``).
+    batches
+        ``"cells"``: random cells. ``"neighbor_pairs"``: random cells and one kNN neighbour of each
+        (``neighbors`` needed; :class:`NeighborBatchSampler`). ``"subgraphs"``: whole cell groups
+        (``partitions`` needed; :class:`PartitionBatchSampler`) with the subgraph they induce in
+        ``graph``.
+    shuffle
+        New random batches each epoch.
+    neighbors, partitions, graph
+        The kNN neighbour positions, cell groups and cell graph the batch kind needs.
+
+    Returns
+    -------
+    :class:`~scvi.dataloaders.AnnDataLoader`
+        Yields dicts with the keys of ``scdmac._constants.BATCH_KEYS`` the batch kind provides.
     """
-    if partitions is not None:
+    sampler: NeighborBatchSampler
+    collate: CellBatches
+    if batches == "subgraphs":
+        if partitions is None or graph is None:
+            raise ValueError('batches="subgraphs" needs the cell partitions and the cell graph.')
         sampler = PartitionBatchSampler(partitions, batch_size, shuffle=shuffle)
-    else:
+        collate = SubgraphBatches(graph)
+    elif batches == "neighbor_pairs":
+        if neighbors is None:
+            raise ValueError('batches="neighbor_pairs" needs the kNN neighbour positions.')
         sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle, neighbors=neighbors)
-    # the sampler yields whole batches; with a sampler given, AnnDataLoader keeps torch's automatic
-    # batching of one item, so unwrap that item instead of stacking it
+        collate = NeighborPairBatches()
+    elif batches == "cells":
+        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle)
+        collate = CellBatches()
+    else:
+        raise ValueError(f"batches must be 'cells', 'neighbor_pairs' or 'subgraphs', not {batches!r}.")
     return AnnDataLoader(
         adata_manager,
         sampler=sampler,
-        data_and_attributes=data_and_attributes,
-        collate_fn=_unwrap,
+        data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.INDICES_KEY],
+        collate_fn=collate,
     )
 
 
@@ -143,31 +225,41 @@ class CellDataModule(LightningDataModule):
         The model's registered manager.
     batch_size
         Cells per minibatch.
-    neighbors
-        Neighbour positions to append to each batch (see :class:`NeighborBatchSampler`), or ``None``.
-    partitions
-        Cell groups to build batches from (see :class:`PartitionBatchSampler`), or ``None``.
+    batches
+        How minibatches are built (see :func:`cell_loader`).
+    neighbors, partitions, graph
+        What that batch kind needs (see :func:`cell_loader`).
     """
 
     def __init__(
         self,
         adata_manager: AnnDataManager,
         batch_size: int,
+        batches: BatchKind = "cells",
         neighbors: np.ndarray | None = None,
         partitions: np.ndarray | None = None,
+        graph: CellGraph | None = None,
     ):
         super().__init__()
         self.adata_manager = adata_manager
         self.batch_size = batch_size
+        self.batches = batches
         self.neighbors = neighbors
         self.partitions = partitions
+        self.graph = graph
         self.n_train = adata_manager.adata.n_obs
         self.n_val = 0
 
     def train_dataloader(self) -> AnnDataLoader:
-        """Minibatches over all cells, shuffled, from the batch sampler the arguments select."""
+        """Shuffled minibatches over all cells, of the module's batch kind."""
         return cell_loader(
-            self.adata_manager, self.batch_size, shuffle=True, neighbors=self.neighbors, partitions=self.partitions
+            self.adata_manager,
+            self.batch_size,
+            self.batches,
+            shuffle=True,
+            neighbors=self.neighbors,
+            partitions=self.partitions,
+            graph=self.graph,
         )
 
     def val_dataloader(self):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
-from collections.abc import Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -17,11 +21,11 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import knn, partition_cells
-from ..data._loaders import CellDataModule
+from ..data._graph import CellGraph, knn, partition_cells
+from ..data._loaders import BatchKind, CellDataModule
 from ..data._preprocess import highly_variable_genes, library_size, log_normalize, pca
 from ..data._validate import check_counts, check_n_clusters, check_n_neighbors, get_counts
-from ..train import ClusterPlan, RelativePlateau, StagePlan
+from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan
 from ._n_clusters import estimate_n_clusters, leiden_at_k
 
 logger = logging.getLogger(__name__)
@@ -32,10 +36,11 @@ def _seed() -> int:
     return int(settings.seed) if settings.seed is not None else 0
 
 
-def default_epochs(n_obs: int, batch_size: int, target_steps: int, lo: int, hi: int) -> int:
-    """Epochs giving about ``target_steps`` optimiser steps, within ``[lo, hi]``."""
-    steps_per_epoch = max(1, int(np.ceil(n_obs / batch_size)))
-    return int(np.clip(round(target_steps / steps_per_epoch), lo, hi))
+def _plan_args(plan_cls: type) -> set[str]:
+    """Keyword arguments a training plan takes from ``plan_kwargs`` (``lr`` and ``tol`` are ``train``'s own)."""
+    params = inspect.signature(plan_cls).parameters
+    given_by_train = {"module", "stage", "embed_all", "lr", "tol"}
+    return {k for k, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD} - given_by_train
 
 
 def _merge_history(old: dict | None, new: dict | None) -> dict:
@@ -58,16 +63,19 @@ def _merge_history(old: dict | None, new: dict | None) -> dict:
 class DeepClusteringModel(BaseModelClass):
     """Base of :class:`~scdmac.model.SCDMAC` and :class:`~scdmac.model.SCDSEC`.
 
-    Subclasses define ``_prefix`` (the name used in AnnData keys), ``_graph_metric``, their module,
-    their stages and :meth:`train`.
+    Subclasses set ``_prefix`` (the name used in AnnData keys), ``_graph_metric``,
+    ``_default_batch_size`` and their module class, and declare their stages in :meth:`_stages`;
+    :meth:`train` runs them.
     """
 
     _prefix: str = "deep"
     _graph_metric: str = "euclidean"
-    #: default optimiser steps of the clustering stage (its epochs follow from the number of cells)
-    _cluster_steps: int = 1000
+    #: the training data's cell graph, built when first needed
+    _graph: CellGraph | None = None
+    #: cells per minibatch unless ``train(batch_size=...)`` says otherwise
+    _default_batch_size: int = 256
     #: how the clustering stage places its centres unless ``train(cluster_init=...)`` says otherwise
-    _cluster_init: str = "kmeans"
+    _cluster_init: Literal["kmeans", "leiden"] = "kmeans"
 
     # ---- registration -------------------------------------------------------------------------
     @classmethod
@@ -116,11 +124,12 @@ class DeepClusteringModel(BaseModelClass):
             raise ValueError(f"n_top_genes must be positive, got {n_top_genes}.")
         if partition_size is not None and partition_size < 1:
             raise ValueError(f"partition_size must be positive, got {partition_size}.")
+        seed = _seed()
         log_counts = log_normalize(counts)
         min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
         hvg = highly_variable_genes(log_counts, n_top_genes, gene_min_cells=min_cells)
-        pcs = pca(log_counts[:, hvg], n_pcs, random_state=0)
-        indices, _ = knn(pcs, n_neighbors, metric=metric or cls._graph_metric)
+        pcs = pca(log_counts[:, hvg], n_pcs, random_state=seed)
+        indices, _ = knn(pcs, n_neighbors, metric=metric or cls._graph_metric, random_state=seed)
 
         adata.var[cls.hvg_key()] = hvg
         adata.obsm[cls.neighbors_key()] = indices
@@ -131,7 +140,7 @@ class DeepClusteringModel(BaseModelClass):
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, cls.indices_key()),
         ]
         if partition_size is not None:
-            adata.obs[cls.partition_key()] = partition_cells(pcs, partition_size, random_state=0)
+            adata.obs[cls.partition_key()] = partition_cells(pcs, partition_size, random_state=seed)
             fields.append(NumericalObsField(REGISTRY_KEYS.PARTITION_KEY, cls.partition_key()))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
         manager.register_fields(adata, **kwargs)
@@ -147,25 +156,188 @@ class DeepClusteringModel(BaseModelClass):
             "median_library": float(np.median(library_size(counts))),
         }
 
+    def _module_kwargs(self, init_locals: dict) -> dict:
+        """The module's hyperparameters, taken from the model's ``__init__`` arguments of the same name."""
+        names = inspect.signature(self._module_cls).parameters
+        return {k: v for k, v in init_locals.items() if k in names}
+
     def _neighbors(self) -> np.ndarray:
         return np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.NEIGHBORS_KEY), dtype=np.int64)
 
+    def _cell_graph(self, adata: AnnData | None = None) -> CellGraph:
+        """The symmetric kNN graph of ``adata``'s cells (of the training data: built once, kept)."""
+        if adata is None or adata is self.adata:
+            if self._graph is None:
+                self._graph = CellGraph(self._neighbors())
+            return self._graph
+        manager = self.get_anndata_manager(adata, required=True)
+        return CellGraph(manager.get_from_registry(REGISTRY_KEYS.NEIGHBORS_KEY))
+
     # ---- training -------------------------------------------------------------------------------
+    @abstractmethod
+    def _stages(self) -> tuple[Stage, ...]:
+        """The model's training stages in order, as this model's settings make them."""
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        """The training stages :meth:`train` runs, in order (their names select stages to run)."""
+        return self._stages()
+
+    def _batch_inputs(self, batches: BatchKind) -> dict:
+        """What the data module needs to build a kind of minibatch from the registered data."""
+        if batches == "neighbor_pairs":
+            return {"neighbors": self._neighbors()}
+        if batches == "subgraphs":
+            partitions = self.adata_manager.get_from_registry(REGISTRY_KEYS.PARTITION_KEY)
+            return {"partitions": np.asarray(partitions).ravel(), "graph": self._cell_graph()}
+        return {}
+
+    def _select_stages(self, stages: str | Sequence[str] | None) -> list[Stage]:
+        """The requested stages in training order (default: all)."""
+        available = {stage.name: stage for stage in self._stages()}
+        if stages is None:
+            return list(available.values())
+        names = [stages] if isinstance(stages, str) else list(stages)
+        unknown = [s for s in names if s not in available]
+        if unknown:
+            raise ValueError(f"Unknown stage(s) {unknown}: this {type(self).__name__} has {list(available)}.")
+        return [stage for name, stage in available.items() if name in names]
+
+    def train(
+        self,
+        max_epochs: int | None = None,
+        stages: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        lr: float = 1e-3,
+        cluster_lr: float = 1e-4,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        early_stopping: bool = True,
+        tol: float = 1e-3,
+        cluster_init: Literal["kmeans", "leiden"] | None = None,
+        plan_kwargs: dict | None = None,
+        *,
+        early_stopping_patience: int = 10,
+        early_stopping_rel_delta: float = 1e-3,
+        kmeans_n_init: int = 20,
+        stage_steps: dict[str, int] | None = None,
+        **trainer_kwargs,
+    ) -> None:
+        """Train the stages in order, then write the results into the AnnData.
+
+        Each stage (:attr:`stages`; SCDMAC: ``"denoise"``, ``"mask"``, ``"cluster"``; SCDSEC:
+        ``"pretrain"``, ``"cluster"``) is a Lightning fit of its own plan over minibatches of all
+        cells, run by scvi-tools' runner (progress bar, ``model.history``).
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs per stage; by default each stage gets about its budget of optimiser steps (SCDMAC:
+            400 per pretraining stage, 1,000 of clustering; SCDSEC: 400 and 300), as 5 to 200
+            epochs of pretraining (fewer when the loss plateaus) and 5 to 100 of clustering.
+        stages
+            Stage or stages to run (default: all, in order). Re-running ``"cluster"`` starts again
+            from centres placed on the current embedding.
+        batch_size
+            Cells per minibatch (default: 256 for SCDMAC; for SCDSEC about 512, in whole groups of
+            ``partition_size`` cells).
+        lr
+            Adam learning rate of the pretraining stages.
+        cluster_lr
+            Adam learning rate of the clustering stage (lower: it refines a pretrained network, and a
+            fresh Adam moves every weight by about the learning rate in its first steps).
+        accelerator, devices
+            Lightning's device choice (``"auto"`` uses a GPU when present).
+        early_stopping
+            Stop a pretraining stage when its loss has improved by less than
+            ``early_stopping_rel_delta`` (relative) for ``early_stopping_patience`` epochs.
+        tol
+            The clustering stage stops when fewer than this fraction of cells change cluster between
+            two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
+        cluster_init
+            How the clustering stage places its centres (default: ``"kmeans"``): ``"kmeans"`` (k-means
+            on the embedding, the papers' choice) or ``"leiden"`` (means of the Leiden communities of
+            the embedding's 15-NN graph, resolution searched for ``n_clusters`` communities; k-means
+            when no resolution gives that many). See the method notes for when each does better.
+        plan_kwargs
+            Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
+            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``update_interval``,
+            ``refill`` or ``collapse_fraction``; each plan takes the ones it has.
+        early_stopping_patience
+            Epochs without improvement before a pretraining stage stops (never before this many epochs).
+        early_stopping_rel_delta
+            Smallest relative improvement of a pretraining loss that counts.
+        kmeans_n_init
+            k-means restarts when the clustering stage places its centres.
+        stage_steps
+            Default optimiser steps of the named stages, e.g. ``{"cluster": 500}`` (others keep theirs).
+        **trainer_kwargs
+            Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
+        """
+        selected = self._select_stages(stages)
+        for stage in selected:
+            self.module.check_stage(stage.name)
+        cluster_init = cluster_init or self._cluster_init
+        if cluster_init not in ("kmeans", "leiden"):
+            raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
+        batch_size = self._default_batch_size if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        steps = dict(stage_steps or {})
+        if set(steps) - {stage.name for stage in selected}:
+            raise ValueError(
+                f"stage_steps names {sorted(set(steps) - {s.name for s in selected})}, which this run does not "
+                f"train: choose from {[s.name for s in selected]}."
+            )
+        plan_kwargs = dict(plan_kwargs or {})
+        unknown = set(plan_kwargs) - _plan_args(StagePlan) - _plan_args(ClusterPlan)
+        if unknown:
+            raise ValueError(
+                f"Unknown plan_kwargs {sorted(unknown)}: the plans take "
+                f"{sorted(_plan_args(StagePlan) | _plan_args(ClusterPlan))}."
+            )
+        user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        n_obs = self.adata.n_obs
+        plan: StagePlan | None = None
+        for stage in selected:
+            if stage.name in steps:
+                stage = replace(stage, steps=steps[stage.name])
+            epochs = max_epochs or stage.default_epochs(n_obs, batch_size)
+            callbacks = list(user_callbacks)
+            if stage.clustering:
+                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
+                # the clustering plan is a stage plan too: it takes both plans' arguments
+                args = {k: v for k, v in plan_kwargs.items() if k in _plan_args(ClusterPlan) | _plan_args(StagePlan)}
+                args.setdefault("seed", _seed())
+                plan = ClusterPlan(self.module, stage, self._embed_all, tol=tol, lr=cluster_lr, **args)
+            else:
+                args = {k: v for k, v in plan_kwargs.items() if k in _plan_args(StagePlan)}
+                plan = StagePlan(self.module, stage, lr=lr, **args)
+                if early_stopping:
+                    callbacks.append(
+                        RelativePlateau(f"{stage.name}_loss", early_stopping_rel_delta, early_stopping_patience)
+                    )
+            logger.info("%s stage %r: up to %d epochs", type(self).__name__, stage.name, epochs)
+            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **trainer_kwargs)
+        if self.module.cluster_head.n_clusters > 0:
+            self.write_results()
+            if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
+                self._warn_lost_clusters(plan.min_cluster_size)
+
     def _run_stage(
         self,
-        plan,
+        plan: StagePlan,
         max_epochs: int,
         batch_size: int,
         accelerator: str,
-        devices,
-        callbacks: list | None = None,
-        neighbors: np.ndarray | None = None,
-        partitions: np.ndarray | None = None,
+        devices: int | list[int] | str,
+        callbacks: list,
         **trainer_kwargs,
     ) -> None:
-        """Run one training plan over all cells with scvi-tools' runner (progress bar, history)."""
-        data = CellDataModule(self.adata_manager, batch_size, neighbors=neighbors, partitions=partitions)
-        callbacks = list(callbacks or []) + list(trainer_kwargs.pop("callbacks", []))
+        """Fit one stage's plan over all cells with scvi-tools' runner (progress bar, history)."""
+        data = CellDataModule(
+            self.adata_manager, batch_size, plan.stage.batches, **self._batch_inputs(plan.stage.batches)
+        )
         if str(trainer_kwargs.get("strategy", "")).startswith("ddp"):
             # our sampler already splits batches across ranks
             trainer_kwargs.setdefault("use_distributed_sampler", False)
@@ -181,96 +353,43 @@ class DeepClusteringModel(BaseModelClass):
             check_val_every_n_epoch=None,
             **trainer_kwargs,
         )
-        self.module.stage_mode(plan.stage)
-        previous, self.is_trained_ = self.history_, False
+        plan.set_stage_mode()
+        previous: dict | None = self.history
+        self.is_trained_ = False
         self.history_ = None
         runner()
         self.history_ = _merge_history(previous, self.history_)
 
-    def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
-        """Extra arguments of a stage's training plan and data module (subclasses add graph inputs)."""
-        return {}, {}
-
-    def _train_stages(
-        self,
-        stages: Sequence[str],
-        max_epochs: int | None,
-        batch_size: int,
-        lr: float,
-        cluster_lr: float,
-        accelerator: str,
-        devices,
-        early_stopping: bool,
-        tol: float,
-        cluster_init: str | None,
-        plan_kwargs: dict | None,
-        pretrain_steps: int = 400,
-        cluster_steps: int | None = None,
-        **trainer_kwargs,
-    ) -> None:
-        """Run stages in order: pretraining stages with a plateau stop, ``"cluster"`` from fresh centres.
-
-        Without ``max_epochs``, a pretraining stage gets about ``pretrain_steps`` optimiser steps
-        (5 to 200 epochs) and clustering about ``cluster_steps`` (default: the class's
-        ``_cluster_steps``; 5 to 100 epochs).
-        """
-        cluster_init = cluster_init or self._cluster_init
-        if cluster_init not in ("kmeans", "leiden"):
-            raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
-        cluster_steps = cluster_steps or self._cluster_steps
-        plan_kwargs = dict(plan_kwargs or {})
-        n_obs = self.adata.n_obs
-        for stage in stages:
-            callbacks = []
-            plan_inputs, data_inputs = self._stage_inputs(stage)
-            if stage == "cluster":
-                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init)
-                epochs = max_epochs or default_epochs(n_obs, batch_size, cluster_steps, lo=5, hi=100)
-                plan_kwargs.setdefault("seed", _seed())
-                plan = ClusterPlan(self.module, self._embed_all, tol=tol, lr=cluster_lr, **plan_inputs, **plan_kwargs)
-            else:
-                epochs = max_epochs or default_epochs(n_obs, batch_size, pretrain_steps, lo=5, hi=200)
-                # arguments only the clustering plan knows are not passed to the pretraining plans
-                plan_args = {k: v for k, v in plan_kwargs.items() if k not in ClusterPlan.OWN_ARGS}
-                plan = StagePlan(self.module, stage, lr=lr, **plan_inputs, **plan_args)
-                if early_stopping:
-                    callbacks.append(RelativePlateau(f"{stage}_loss"))
-            logger.info("%s stage %r: up to %d epochs", type(self).__name__, stage, epochs)
-            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **data_inputs, **trainer_kwargs)
-        if self.module.cluster_head.n_clusters > 0:
-            self.write_results()
-            if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
-                self._warn_lost_clusters(plan.min_cluster_size)
-
     def _warn_lost_clusters(self, min_size: int) -> None:
         """Say so when the data could not support every requested cluster (labels as written by train)."""
+        k = self.module.cluster_head.n_clusters
         labels = self.adata.obs[self.cluster_key].astype(int).to_numpy()
-        sizes = np.bincount(labels, minlength=self.n_clusters_)
+        sizes = np.bincount(labels, minlength=k)
         kept = int((sizes >= min_size).sum())
-        if kept < self.n_clusters_:
+        if kept < k:
             warnings.warn(
-                f"{type(self).__name__} kept {kept} of the {self.n_clusters_} clusters asked for "
+                f"{type(self).__name__} kept {kept} of the {k} clusters asked for "
                 f"(cluster sizes {sizes.tolist()}): the embedding does not separate that many groups. "
                 "Ask for fewer clusters, pass n_clusters=None to estimate the number, or train longer.",
                 UserWarning,
                 stacklevel=3,
             )
 
-    def _check_stages(self, stages: str | Sequence[str] | None, all_stages: Sequence[str]) -> list[str]:
-        """Requested stages in training order (default: all)."""
-        if stages is None:
-            return list(all_stages)
-        stages = [stages] if isinstance(stages, str) else list(stages)
-        unknown = [s for s in stages if s not in all_stages]
-        if unknown:
-            raise ValueError(f"Unknown stage(s) {unknown}: choose from {list(all_stages)}.")
-        return sorted(stages, key=list(all_stages).index)
-
     def _collect(
-        self, adata: AnnData | None, indices, batch_size: int | None, keys: Sequence[str], fn=None
+        self, adata: AnnData | None, indices: Sequence[int] | None, batch_size: int | None, keys: Sequence[str]
     ) -> list[np.ndarray]:
-        """Concatenate outputs of ``fn(x)`` (default ``module.inference``) over cells, in eval mode."""
-        fn = fn or (lambda x: self.module.inference(x))
+        """The module's outputs ``keys`` (``z``, ``q``) for the cells of ``adata``, in eval mode."""
+        return self._per_cell(adata, indices, batch_size, keys, lambda x: self.module.inference(x))
+
+    def _per_cell(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        keys: Sequence[str],
+        fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+    ) -> list[np.ndarray]:
+        """Concatenate the outputs ``keys`` of ``fn(counts)`` over minibatches of cells, in eval mode."""
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(
             adata=adata, indices=indices, batch_size=batch_size or 1024, data_and_attributes=[REGISTRY_KEYS.X_KEY]
@@ -289,7 +408,7 @@ class DeepClusteringModel(BaseModelClass):
     def _embed_all(self) -> torch.Tensor:
         return torch.from_numpy(self._collect(None, None, None, ["z"])[0])
 
-    def _init_clusters(self, n_clusters: int | None, method: str = "kmeans") -> None:
+    def _init_clusters(self, n_clusters: int | None, method: str = "kmeans", n_init: int = 20) -> None:
         """Centres on the pretrained embedding, in the cluster head's space; estimate their number when not given."""
         from sklearn.cluster import KMeans
 
@@ -313,7 +432,7 @@ class DeepClusteringModel(BaseModelClass):
                 )
                 labels = None
         if labels is None:
-            km = KMeans(n_clusters, n_init=20, random_state=seed).fit(z)
+            km = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(z)
             labels, centers = km.labels_, km.cluster_centers_
         else:
             centers = np.stack([z[labels == c].mean(0) for c in range(n_clusters)])
@@ -321,7 +440,6 @@ class DeepClusteringModel(BaseModelClass):
         order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
         centers = centers[order].astype(np.float32)
         head.reset(torch.from_numpy(centers))
-        self.n_clusters_ = int(n_clusters)
 
     # ---- outputs -------------------------------------------------------------------------------
     def _check_clustered(self) -> None:
@@ -409,6 +527,18 @@ class DeepClusteringModel(BaseModelClass):
 
     def _init_common(self, adata: AnnData, n_clusters: int | None, keys: tuple) -> None:
         check_n_clusters(n_clusters, adata.n_obs)
-        # set once centres exist (given or estimated); saved with the model and restored by on_load
-        self.n_clusters_: int | None = None
+        self._graph = None
         self._set_keys(*keys)
+
+    @property
+    def n_clusters_(self) -> int | None:
+        """Number of clusters of the trained model (given or estimated); ``None`` before clustering.
+
+        It is the number of the cluster head's centres, so a saved model carries it in its weights.
+        """
+        return self.module.cluster_head.n_clusters or None
+
+    def _get_user_attributes(self):
+        # scvi-tools saves attributes ending in "_" and sets them again on load; n_clusters_ is read
+        # from the centres (the weights), so it is neither saved nor set
+        return [(name, value) for name, value in super()._get_user_attributes() if name != "n_clusters_"]

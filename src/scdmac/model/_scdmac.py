@@ -11,12 +11,12 @@ import pandas as pd
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
-from ..module._scdmac import STAGES, SCDMACModule
+from ..data._loaders import BatchKind
+from ..module._scdmac import SCDMACModule
+from ..train import Stage
 from ._base import DeepClusteringModel
 
 logger = logging.getLogger(__name__)
-
-Stage = Literal["denoise", "mask", "cluster"]
 
 
 class SCDMAC(DeepClusteringModel):
@@ -47,6 +47,8 @@ class SCDMAC(DeepClusteringModel):
         Embedding dimension.
     n_hidden
         Width of the hidden layers.
+    n_bottleneck
+        Width of the denoiser's bottleneck.
     dropout_rate
         Dropout after each hidden layer of both autoencoders; it keeps them from memorising cells
         when there are few.
@@ -56,14 +58,31 @@ class SCDMAC(DeepClusteringModel):
     mask_predictor
         Use the mask predictor (``False``: scDMAC-P).
     weighted_reconstruction
-        Weigh masked entries more in the reconstruction (``False``: scDMAC-W).
+        Weigh masked entries more in the reconstruction (``False``: scDMAC-W, equal weights).
+    mask_ratio
+        Probability that an entry of the masked autoencoder's input is masked.
+    masked_weight
+        ``λ``: weight of masked entries in the reconstruction (``1 − λ`` elsewhere).
+    mask_loss_weight
+        ``γ``: weight of the mask-prediction loss against the reconstruction.
+    drop_rate, noise_var, swap_rate
+        The denoiser's augmentations: share of entries set to zero, variance of the Gaussian noise,
+        share of entries swapped with a kNN neighbour's (see :func:`~scdmac.data.augment_expression`).
+    zinb_weight, mask_weight, kmeans_weight, cluster_weight
+        ``a, b, f, t`` of the clustering objective ``a·L_zinb + b·L_mask + f·L_kmeans + t·KL(P‖Q)``
+        (``a = 0``: the denoiser stays fixed while clustering).
+    inflation
+        Sharpening ``α`` of the soft k-means weights.
+    dof
+        Degrees of freedom ``ν`` of the Student's t assignment.
+    cluster_metric
+        Where the clustering stage measures distances: ``"cosine"`` (the embedding's directions, as
+        the cosine kNN graph does) or ``"euclidean"`` (the papers' choice; see
+        :class:`~scdmac.module.ClusterHead`).
     latent_key, cluster_key, soft_key
         Where :meth:`train` writes the embedding (``obsm``, default ``"X_scdmac"``), the labels
         (``obs``, default ``"scdmac_cluster"``) and the soft assignments (``obsm``, default
         ``"scdmac_soft"``).
-    **module_kwargs
-        Further hyperparameters of :class:`~scdmac.module.SCDMACModule` (masking ratio, loss
-        weights, augmentation strengths, ``cluster_metric``, ...).
 
     Examples
     --------
@@ -85,28 +104,31 @@ class SCDMAC(DeepClusteringModel):
         n_clusters: int | None = None,
         n_latent: int = 16,
         n_hidden: int = 256,
+        n_bottleneck: int = 64,
         dropout_rate: float = 0.3,
         denoise: bool = True,
         mask_predictor: bool = True,
         weighted_reconstruction: bool = True,
+        mask_ratio: float = 0.3,
+        masked_weight: float = 0.7,
+        mask_loss_weight: float = 0.65,
+        drop_rate: float = 0.1,
+        noise_var: float = 0.6,
+        swap_rate: float = 0.2,
+        zinb_weight: float = 0.0,
+        mask_weight: float = 1.0,
+        kmeans_weight: float = 0.1,
+        cluster_weight: float = 1.0,
+        inflation: float = 1.0,
+        dof: float = 1.0,
+        cluster_metric: Literal["cosine", "euclidean"] = "cosine",
         latent_key: str | None = None,
         cluster_key: str | None = None,
         soft_key: str | None = None,
-        **module_kwargs,
     ):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
-        self.module = self._module_cls(
-            **self._model_inputs(),
-            n_clusters=0,
-            n_latent=n_latent,
-            n_hidden=n_hidden,
-            dropout_rate=dropout_rate,
-            denoise=denoise,
-            mask_predictor=mask_predictor,
-            weighted_reconstruction=weighted_reconstruction,
-            **module_kwargs,
-        )
+        self.module = self._module_cls(**self._model_inputs(), **self._module_kwargs(locals()))
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (
             f"SCDMAC model: {n_genes} genes modelled, n_latent={n_latent}, "
@@ -180,89 +202,30 @@ class SCDMAC(DeepClusteringModel):
             raise ValueError("This model was built with denoise=False: it has no denoiser.")
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
-        values = self._collect(
-            adata, indices, batch_size, ["scale"], fn=lambda x: {"scale": self.module.denoised_scale(x)}
+        values = self._per_cell(
+            adata, indices, batch_size, ["scale"], lambda x: {"scale": self.module.denoised_scale(x)}
         )[0]
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         genes = adata.var_names[self.module.gene_indices.cpu().numpy()]
         return pd.DataFrame(values, index=obs_names, columns=genes)
 
-    def _stages(self, stages: Stage | Sequence[Stage] | None) -> list[str]:
-        requested = [] if stages is None else [stages] if isinstance(stages, str) else list(stages)
-        if "denoise" in requested and not self.module.denoise:
-            raise ValueError("This model was built with denoise=False: it has no 'denoise' stage.")
-        return self._check_stages(stages, [s for s in STAGES if s != "denoise" or self.module.denoise])
-
-    def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
-        # the denoiser's swap augmentation reads one kNN neighbour per cell
-        if stage == "denoise" and self.module.augment["swap_rate"] > 0:
-            return {"pair_neighbors": True}, {"neighbors": self._neighbors()}
-        return {}, {}
-
-    def train(
-        self,
-        max_epochs: int | None = None,
-        stages: Stage | Sequence[Stage] | None = None,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        cluster_lr: float = 1e-4,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        early_stopping: bool = True,
-        tol: float = 1e-3,
-        cluster_init: Literal["kmeans", "leiden"] | None = None,
-        plan_kwargs: dict | None = None,
-        **trainer_kwargs,
-    ) -> None:
-        """Train the stages in order, then write the results into the AnnData.
-
-        Parameters
-        ----------
-        max_epochs
-            Epochs per stage; by default about 400 optimiser steps for each pretraining stage
-            (5 to 200 epochs, fewer when its loss plateaus) and up to about 1,000 steps of clustering
-            (5 to 100 epochs).
-        stages
-            Stage or stages to run (default: all, in order ``"denoise"``, ``"mask"``, ``"cluster"``).
-            Re-running ``"cluster"`` starts again from k-means on the current embedding.
-        batch_size
-            Cells per minibatch.
-        lr
-            Adam learning rate of the pretraining stages.
-        cluster_lr
-            Adam learning rate of the clustering stage (lower: it refines a pretrained network, and a
-            fresh Adam moves every weight by about the learning rate in its first steps).
-        accelerator, devices
-            Lightning's device choice (``"auto"`` uses a GPU when present).
-        early_stopping
-            Stop pretraining stages when their loss improves by less than 0.1% for 10 epochs.
-        tol
-            The clustering stage stops when fewer than this fraction of cells change cluster between
-            two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
-        cluster_init
-            How the clustering stage places its centres (default: ``"kmeans"``): ``"kmeans"`` (k-means on
-            the embedding, the papers' choice) or ``"leiden"`` (means of the Leiden communities of the embedding's 15-NN
-            graph, resolution searched for ``n_clusters`` communities; k-means when no resolution gives
-            that many). See the method notes for when each does better.
-        plan_kwargs
-            Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
-            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``update_interval`` or
-            ``collapse_fraction`` (end clustering, and go back one refresh, when a cluster falls below
-            this share of its starting cells; off by default).
-        **trainer_kwargs
-            Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
-        """
-        self._train_stages(
-            self._stages(stages),
-            max_epochs,
-            batch_size,
-            lr,
-            cluster_lr,
-            accelerator,
-            devices,
-            early_stopping,
-            tol,
-            cluster_init,
-            plan_kwargs,
-            **trainer_kwargs,
+    def _stages(self) -> tuple[Stage, ...]:
+        module = self.module
+        # the swap augmentation reads one kNN neighbour per cell
+        pairs: BatchKind = "neighbor_pairs" if module.augment["swap_rate"] > 0 else "cells"
+        joint: tuple[str, ...] = ("masked_ae", "input_norm", "cluster_head")
+        if "zinb" in module.active_terms("cluster"):
+            joint += ("denoiser",)  # a·L_zinb > 0: the denoiser is refined while clustering
+        stages = (
+            Stage("denoise", ("denoiser",), batches=pairs),
+            Stage("mask", ("masked_ae", "input_norm")),
+            Stage(
+                "cluster",
+                joint,
+                batches=pairs if "denoiser" in joint else "cells",
+                steps=1000,
+                epochs=(5, 100),
+                clustering=True,
+            ),
         )
+        return stages if module.denoise else stages[1:]

@@ -12,14 +12,12 @@ from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import CellGraph
 from ..data._preprocess import log_moments
-from ..module._scdsec import STAGES, SCDSECModule
+from ..module._scdsec import SCDSECModule
+from ..train import Stage
 from ._base import DeepClusteringModel
 
 logger = logging.getLogger(__name__)
-
-Stage = Literal["pretrain", "cluster"]
 
 
 class SCDSEC(DeepClusteringModel):
@@ -57,12 +55,21 @@ class SCDSEC(DeepClusteringModel):
         Dropout on hidden layers.
     rec_weight, zinb_weight, graph_weight, cluster_weight
         Weights of the MSE, ZINB, graph and KL losses (paper: 1 each); 0 switches a term off.
+    negative_ratio
+        Random cell pairs drawn as non-edges per edge of the graph loss.
+    dof
+        Degrees of freedom ``ν`` of the Student's t assignment.
+    cluster_metric
+        Where the clustering head measures distances (see :class:`~scdmac.module.ClusterHead`).
+    input_scaling
+        How the encoder's input is standardised: ``"batch"`` (minibatch statistics, with running
+        averages for outputs), ``"global"`` (each gene centred, all divided by one scale) or
+        ``"gene"`` (each gene divided by its own standard deviation, clipped at 10, as
+        ``sc.pp.scale``); the last two use statistics of all cells, fixed before training.
     latent_key, cluster_key, soft_key
         Where :meth:`train` writes the embedding (``obsm``, default ``"X_scdsec"``), the labels
         (``obs``, default ``"scdsec_cluster"``) and the soft assignments (``obsm``, default
         ``"scdsec_soft"``).
-    **module_kwargs
-        Further arguments of :class:`~scdmac.module.SCDSECModule`.
 
     Examples
     --------
@@ -76,9 +83,7 @@ class SCDSEC(DeepClusteringModel):
     _module_cls = SCDSECModule
     _prefix = "scdsec"
     _graph_metric = "euclidean"
-    # the joint stage refines a pretrained embedding (the paper trains it for 50 epochs); on real data
-    # k-means on the pretrained embedding and the refined labels agree closely, so it is kept short
-    _cluster_steps = 300
+    _default_batch_size = 512
 
     def __init__(
         self,
@@ -93,31 +98,20 @@ class SCDSEC(DeepClusteringModel):
         zinb_weight: float = 1.0,
         graph_weight: float = 1.0,
         cluster_weight: float = 1.0,
+        negative_ratio: float = 1.0,
+        dof: float = 1.0,
+        cluster_metric: Literal["euclidean", "cosine"] = "euclidean",
+        input_scaling: Literal["batch", "global", "gene"] = "batch",
         latent_key: str | None = None,
         cluster_key: str | None = None,
         soft_key: str | None = None,
-        **module_kwargs,
     ):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
         inputs = self._model_inputs()
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        self.module = self._module_cls(
-            **inputs,
-            input_moments=log_moments(counts, inputs["gene_indices"]),
-            n_clusters=0,
-            n_latent=n_latent,
-            hidden_widths=tuple(hidden_widths),
-            alpha=alpha,
-            layerwise=layerwise,
-            dropout_rate=dropout_rate,
-            rec_weight=rec_weight,
-            zinb_weight=zinb_weight,
-            graph_weight=graph_weight,
-            cluster_weight=cluster_weight,
-            **module_kwargs,
-        )
-        self._graph: CellGraph | None = None
+        moments = None if input_scaling == "batch" else log_moments(counts, inputs["gene_indices"])
+        self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (
             f"SCDSEC model: {n_genes} genes modelled, layers {'-'.join(map(str, hidden_widths))}-{n_latent}, "
@@ -183,26 +177,35 @@ class SCDSEC(DeepClusteringModel):
             **kwargs,
         )
 
-    # ---- graph inputs ---------------------------------------------------------------------------
-    def _cell_graph(self, adata: AnnData | None = None) -> CellGraph:
-        if adata is None or adata is self.adata:
-            if self._graph is None:
-                self._graph = CellGraph(self._neighbors())
-            return self._graph
-        manager = self.get_anndata_manager(adata, required=True)
-        return CellGraph(manager.get_from_registry(REGISTRY_KEYS.NEIGHBORS_KEY))
+    def _stages(self) -> tuple[Stage, ...]:
+        reconstruction = ("input_norm", "encoder", "decoder", "zinb_head", "rec_head")
+        return (
+            Stage("pretrain", reconstruction, batches="subgraphs"),
+            # the joint stage refines a pretrained embedding (the paper trains it for 50 epochs); on real
+            # data k-means on the pretrained embedding and the refined labels agree closely: kept short
+            Stage(
+                "cluster",
+                (*reconstruction, "cluster_head"),
+                batches="subgraphs",
+                steps=300,
+                epochs=(5, 100),
+                clustering=True,
+            ),
+        )
 
-    def _stage_inputs(self, stage: str) -> tuple[dict, dict]:
-        partitions = self.adata_manager.get_from_registry(REGISTRY_KEYS.PARTITION_KEY)
-        return {"graph": self._cell_graph()}, {"partitions": np.asarray(partitions).ravel()}
-
-    def _collect(self, adata, indices, batch_size, keys, fn=None) -> list[np.ndarray]:
+    def _collect(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        batch_size: int | None,
+        keys: Sequence[str],
+    ) -> list[np.ndarray]:
         """Outputs over the whole graph of ``adata`` (a cell's embedding depends on its neighbours)."""
         adata = self._validate_anndata(adata)
         x_log = torch.from_numpy(
-            super()._collect(adata, None, batch_size, ["x"], fn=lambda x: {"x": self.module.expression(x)})[0]
+            self._per_cell(adata, None, batch_size, ["x"], lambda x: {"x": self.module.expression(x)})[0]
         )
-        device = self.module.device
+        device = torch.device(self.device)
         adj = self._cell_graph(adata).normalized(device)
         was_training = self.module.training
         self.module.eval()
@@ -211,67 +214,3 @@ class SCDSEC(DeepClusteringModel):
         self.module.train(was_training)
         rows = slice(None) if indices is None else np.asarray(indices)
         return [out[k].cpu().numpy()[rows].astype(np.float32) for k in keys]
-
-    def train(
-        self,
-        max_epochs: int | None = None,
-        stages: Stage | Sequence[Stage] | None = None,
-        batch_size: int = 512,
-        lr: float = 1e-3,
-        cluster_lr: float = 1e-4,
-        accelerator: str = "auto",
-        devices: int | list[int] | str = "auto",
-        early_stopping: bool = True,
-        tol: float = 1e-3,
-        cluster_init: Literal["kmeans", "leiden"] | None = None,
-        plan_kwargs: dict | None = None,
-        **trainer_kwargs,
-    ) -> None:
-        """Pretrain, initialise centres by k-means, train jointly, then write the results into the AnnData.
-
-        Parameters
-        ----------
-        max_epochs
-            Epochs per stage; by default about 400 optimiser steps of pretraining (5 to 200 epochs,
-            fewer when the loss plateaus) and up to about 300 steps of clustering (5 to 100 epochs).
-        stages
-            Stage or stages to run (default: ``"pretrain"`` then ``"cluster"``). Re-running
-            ``"cluster"`` starts again from k-means on the current embedding.
-        batch_size
-            About this many cells per minibatch (whole groups of ``partition_size`` cells).
-        lr
-            Adam learning rate of pretraining.
-        cluster_lr
-            Adam learning rate of the joint clustering stage.
-        accelerator, devices
-            Lightning's device choice (``"auto"`` uses a GPU when present).
-        early_stopping
-            Stop pretraining when its loss improves by less than 0.1% for 10 epochs.
-        tol
-            Clustering stops when fewer than this fraction of cells change cluster between two
-            refreshes of the DEC targets (labels are never consulted).
-        cluster_init
-            How the clustering stage places its centres (default: ``"kmeans"``): ``"kmeans"`` (k-means on
-            the embedding, the papers' choice) or ``"leiden"`` (means of the Leiden communities of the embedding's 15-NN
-            graph, resolution searched for ``n_clusters`` communities; k-means when no resolution gives
-            that many). See the method notes for when each does better.
-        plan_kwargs
-            Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
-            :class:`~scdmac.train.ClusterPlan`).
-        **trainer_kwargs
-            Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
-        """
-        self._train_stages(
-            self._check_stages(stages, STAGES),
-            max_epochs,
-            batch_size,
-            lr,
-            cluster_lr,
-            accelerator,
-            devices,
-            early_stopping,
-            tol,
-            cluster_init,
-            plan_kwargs,
-            **trainer_kwargs,
-        )

@@ -76,7 +76,9 @@ class FusionEncoder(nn.Module):
             # Â (F U): multiply the narrow dense product by the sparse graph, never the other way round
             g = self._act(torch.sparse.mm(adj, self.gcn[i](g_in)), i) if self.gcn is not None else None
             if h is None or g is None:
-                h_in = g_in = h if g is None else g
+                only = h if g is None else g
+                assert only is not None  # the constructor keeps at least one branch
+                h_in = g_in = only
             elif self.layerwise or last:
                 h_in = g_in = self.alpha * h + (1.0 - self.alpha) * g
             else:

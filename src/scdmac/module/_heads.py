@@ -69,6 +69,8 @@ class ClusterHead(nn.Module):
         directions count, as for a cosine kNN graph; the radius keeps distances on the embedding's scale.
     """
 
+    radius: torch.Tensor
+
     def __init__(
         self,
         n_clusters: int,
@@ -91,6 +93,13 @@ class ClusterHead(nn.Module):
     def n_clusters(self) -> int:
         """Number of centres."""
         return self.centers.shape[0]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # the number of clusters lives in the centres' shape: loading saved centres takes their number
+        saved = state_dict.get(prefix + "centers")
+        if saved is not None and saved.shape != self.centers.shape:
+            self.reset(torch.zeros_like(saved))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self, centers: torch.Tensor) -> None:
         """Replace the centres (and their number) by ``centers``."""
@@ -117,15 +126,15 @@ class ClusterHead(nn.Module):
         return kernel / kernel.sum(1, keepdim=True)
 
     def kl_loss(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """KL(P‖Q) per cell, averaged over the batch."""
-        return (p * (torch.log(p.clamp_min(1e-12)) - torch.log(q.clamp_min(1e-12)))).sum(-1).mean()
+        """KL(P‖Q) of each cell's target row ``p`` from its assignment ``q``, one value per cell."""
+        return (p * (torch.log(p.clamp_min(1e-12)) - torch.log(q.clamp_min(1e-12)))).sum(-1)
 
     def soft_kmeans_loss(self, z: torch.Tensor) -> torch.Tensor:
-        """Weighted soft k-means: ``Σ_k w_ik ||z_i − c_k||²`` with sharpened softmax weights, batch mean."""
+        """Weighted soft k-means ``Σ_k w_ik ||z_i − c_k||²`` with sharpened softmax weights, one value per cell."""
         d2 = self.squared_distances(z)
         # weights act as fixed responsibilities for this step (an EM-style update of the centres)
         w = torch.softmax(-d2.detach() * self.inflation, dim=1)
-        return (w * d2).sum(-1).mean()
+        return (w * d2).sum(-1)
 
     @torch.no_grad()
     def refill(self, z: torch.Tensor, min_size: int = 2, random_state: int = 0) -> list[int]:
@@ -173,12 +182,3 @@ class ClusterHead(nn.Module):
             self.centers[lost[0]] = torch.as_tensor(halves[1], dtype=self.centers.dtype, device=z.device)
             moved.append(lost[0])
         return moved
-
-
-class ClusteringModuleMixin:
-    """Gives a module with a ``cluster_head`` the size its saved centres had (see ``model.n_clusters_``)."""
-
-    def on_load(self, model, **kwargs) -> None:
-        n_clusters = getattr(model, "n_clusters_", None)
-        if n_clusters:
-            self.cluster_head.reset(torch.zeros(n_clusters, self.cluster_head.centers.shape[1]))

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data._preprocess import TARGET_SUM
 
 
-class CountInputMixin:
+class CountInputMixin(nn.Module):
     """Gives a module its modelled genes and size factors, and splits a batch of counts over all genes.
 
     Library sizes use all genes (as the log-normalisation of preprocessing does); the networks see only
     the modelled genes.
     """
+
+    gene_indices: torch.Tensor
+    median_library: torch.Tensor
 
     def _register_count_inputs(self, gene_indices: np.ndarray, median_library: float) -> None:
         self.register_buffer("gene_indices", torch.as_tensor(np.asarray(gene_indices), dtype=torch.long))

@@ -50,32 +50,50 @@ class MaskedAutoencoder(nn.Module):
         """Embedding of the input ``x``."""
         return self.encoder(x)
 
-    def reconstruction_loss(
-        self,
-        z: torch.Tensor,
-        target: torch.Tensor,
-        mask: torch.Tensor,
-        masked_weight: float = 0.7,
-        mask_loss_weight: float = 0.65,
-    ) -> dict[str, torch.Tensor]:
-        """``γ·BCE(mask) + (1−γ)·weighted MSE`` per cell, with weights ``λ`` on masked, ``1−λ`` elsewhere.
-
-        Without a mask predictor the mask term is dropped and the reconstruction weighs one.
-        """
+    def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Reconstruction ``x_hat`` from an embedding, with the mask predictor's logits when there is one."""
         parts = [z]
+        out = {}
         if self.mask_predictor is not None:
             # The predictor reads a detached embedding: its loss would otherwise pull the embedding
             # towards encoding which entries were corrupted instead of the cells' expression.
-            mask_logits = self.mask_predictor(z.detach())
-            parts.append(torch.sigmoid(mask_logits))
-        x_hat = self.decoder(torch.cat(parts, dim=-1))
-        weight = masked_weight * mask + (1.0 - masked_weight) * (1.0 - mask)
-        rec = (weight * (x_hat - target) ** 2).mean(-1)
-        if self.mask_predictor is None:
-            return {"loss": rec, "reconstruction": rec}
-        bce = F.binary_cross_entropy_with_logits(mask_logits, mask, reduction="none").mean(-1)
-        return {
-            "loss": mask_loss_weight * bce + (1.0 - mask_loss_weight) * rec,
-            "reconstruction": rec,
-            "mask_bce": bce,
-        }
+            out["mask_logits"] = self.mask_predictor(z.detach())
+            parts.append(torch.sigmoid(out["mask_logits"]))
+        out["x_hat"] = self.decoder(torch.cat(parts, dim=-1))
+        return out
+
+
+def masked_reconstruction_loss(
+    decoded: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    masked_weight: float,
+    mask_loss_weight: float,
+) -> dict[str, torch.Tensor]:
+    """``γ·BCE(mask) + (1−γ)·weighted MSE`` per cell, with weights ``λ`` on masked entries, ``1−λ`` elsewhere.
+
+    Parameters
+    ----------
+    decoded
+        :meth:`MaskedAutoencoder.decode` of the masked input's embedding.
+    target
+        The uncorrupted input.
+    mask
+        0/1 matrix of the masked entries.
+    masked_weight
+        ``λ``.
+    mask_loss_weight
+        ``γ``; without a mask predictor (no ``"mask_logits"``) the mask term is dropped and the
+        reconstruction weighs one.
+
+    Returns
+    -------
+    dict
+        Per-cell ``"loss"`` and its parts ``"reconstruction"`` (and ``"mask_bce"``).
+    """
+    weight = masked_weight * mask + (1.0 - masked_weight) * (1.0 - mask)
+    rec = (weight * (decoded["x_hat"] - target) ** 2).mean(-1)
+    if "mask_logits" not in decoded:
+        return {"loss": rec, "reconstruction": rec}
+    bce = F.binary_cross_entropy_with_logits(decoded["mask_logits"], mask, reduction="none").mean(-1)
+    return {"loss": mask_loss_weight * bce + (1.0 - mask_loss_weight) * rec, "reconstruction": rec, "mask_bce": bce}

@@ -51,6 +51,9 @@ class ScaleNorm(nn.Module):
         Added to the variance.
     """
 
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, n_features: int, momentum: float = 0.05, eps: float = 1e-5):
         super().__init__()
         self.momentum = momentum
@@ -86,6 +89,9 @@ class Standardize(nn.Module):
     clip
         Standardised values are clipped to ``[-clip, clip]`` (``None``: no clipping).
     """
+
+    mean: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, mean, var, per_feature: bool = True, clip: float | None = 10.0):
         super().__init__()

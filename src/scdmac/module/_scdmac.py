@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
-from torch import nn
 
-from .._constants import REGISTRY_KEYS
+from .._constants import BATCH_KEYS
 from ..data._augment import augment_expression, mask_with_shuffled
-from ._heads import ClusterHead, ClusteringModuleMixin, zinb_nll
+from ._heads import ClusterHead, zinb_nll
 from ._inputs import CountInputMixin
-from ._masked_ae import MaskedAutoencoder
+from ._masked_ae import MaskedAutoencoder, masked_reconstruction_loss
 from ._nn import ScaleNorm
+from ._staged import StagedLossMixin
 from ._zinb_ae import ZINBAutoencoder
 
-STAGES = ("denoise", "mask", "cluster")
 
+class SCDMACModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
+    """Torch side of :class:`~scdmac.model.SCDMAC`: inference, generative parts and each stage's loss.
 
-class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
-    """Torch side of :class:`~scdmac.model.SCDMAC`; one loss per training stage.
+    ``inference`` runs what a stage's loss terms need (:attr:`stage_weights`): the augmented input's
+    bottleneck for the ZINB term, the masked input's embedding for the masked-autoencoder term, and
+    the clean embedding with its soft assignment for the clustering terms (and for outputs, with no
+    stage). ``generative`` decodes: ZINB parameters of the counts, the masked reconstruction and mask
+    logits. ``loss`` weighs the stage's terms.
 
     Parameters
     ----------
@@ -31,38 +35,10 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         Positions of the modelled (highly variable) genes among them.
     median_library
         Median library size over all genes, for size factors ``s_i = library_i / median``.
-    n_clusters
-        Number of cluster centres (0 until known).
-    n_latent
-        Embedding dimension.
-    n_hidden
-        Width of the hidden layers.
-    dropout_rate
-        Dropout after each hidden layer of both autoencoders.
-    denoise
-        Train the masked autoencoder on the ZINB-denoised expression (off: on log-normalised input,
-        the paper's scDMAC-Z).
-    mask_predictor
-        Use the mask predictor (off: scDMAC-P).
-    weighted_reconstruction
-        Weigh masked entries by ``masked_weight`` (off: equal weights, scDMAC-W).
-    mask_ratio
-        Probability that an entry is masked.
-    masked_weight
-        ``λ``: weight of masked entries in the reconstruction.
-    mask_loss_weight
-        ``γ``: weight of the mask-prediction loss against the reconstruction.
-    drop_rate, noise_var, swap_rate
-        The denoiser's augmentations (see :func:`~scdmac.data.augment_expression`).
-    zinb_weight, mask_weight, kmeans_weight, cluster_weight
-        ``a, b, f, t`` of the clustering objective ``a·L_zinb + b·L_mask + f·L_kmeans + t·L_cluster``.
-    inflation
-        Soft k-means sharpening ``α``.
-    dof
-        Student's t degrees of freedom ``ν``.
-    cluster_metric
-        Where the clustering stage measures distances: ``"cosine"`` (the embedding's directions, as the
-        cosine kNN graph does) or ``"euclidean"`` (see :class:`~scdmac.module.ClusterHead`).
+    n_latent, n_hidden, n_bottleneck, dropout_rate, denoise, mask_predictor, weighted_reconstruction, \
+mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, zinb_weight, mask_weight, \
+kmeans_weight, cluster_weight, inflation, dof, cluster_metric
+        As for :class:`~scdmac.model.SCDMAC`, where the defaults live.
     """
 
     def __init__(
@@ -70,48 +46,57 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         n_input: int,
         gene_indices: np.ndarray,
         median_library: float,
-        n_clusters: int = 0,
-        n_latent: int = 16,
-        n_hidden: int = 256,
-        dropout_rate: float = 0.3,
-        denoise: bool = True,
-        mask_predictor: bool = True,
-        weighted_reconstruction: bool = True,
-        mask_ratio: float = 0.3,
-        masked_weight: float = 0.7,
-        mask_loss_weight: float = 0.65,
-        drop_rate: float = 0.1,
-        noise_var: float = 0.6,
-        swap_rate: float = 0.2,
-        zinb_weight: float = 0.0,
-        mask_weight: float = 1.0,
-        kmeans_weight: float = 0.1,
-        cluster_weight: float = 1.0,
-        inflation: float = 1.0,
-        dof: float = 1.0,
-        cluster_metric: str = "cosine",
+        *,
+        n_latent: int,
+        n_hidden: int,
+        n_bottleneck: int,
+        dropout_rate: float,
+        denoise: bool,
+        mask_predictor: bool,
+        weighted_reconstruction: bool,
+        mask_ratio: float,
+        masked_weight: float,
+        mask_loss_weight: float,
+        drop_rate: float,
+        noise_var: float,
+        swap_rate: float,
+        zinb_weight: float,
+        mask_weight: float,
+        kmeans_weight: float,
+        cluster_weight: float,
+        inflation: float,
+        dof: float,
+        cluster_metric: Literal["cosine", "euclidean"],
     ):
         super().__init__()
         self.n_input = n_input
         self._register_count_inputs(gene_indices, median_library)
         n_genes = len(gene_indices)
-        self.denoise = denoise
-        self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, 64), dropout_rate) if denoise else None
+        self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate) if denoise else None
         self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
         # genes centred and brought to one overall scale (running statistics); per-gene scaling would
         # blow up the tiny residual variation the denoiser leaves in genes without structure
         self.input_norm = ScaleNorm(n_genes)
-        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, inflation=inflation, metric=cluster_metric)
+        self.cluster_head = ClusterHead(0, n_latent, dof=dof, inflation=inflation, metric=cluster_metric)
         self.mask_ratio = mask_ratio
         self.masked_weight = masked_weight if weighted_reconstruction else 0.5
         self.mask_loss_weight = mask_loss_weight
         self.augment = {"drop_rate": drop_rate, "noise_var": noise_var, "swap_rate": swap_rate}
-        self.loss_weights = {
-            "zinb": zinb_weight,
-            "mask": mask_weight,
-            "kmeans": kmeans_weight,
-            "cluster": cluster_weight,
+        #: each stage's loss terms and their weights; the clustering objective is
+        #: ``a·L_zinb + b·L_mask + f·L_kmeans + t·KL(P‖Q)`` (a term of weight 0 is not computed)
+        self.stage_weights = {
+            "denoise": {"zinb": 1.0},
+            "mask": {"mask": 1.0},
+            "cluster": {"kl": cluster_weight, "kmeans": kmeans_weight, "mask": mask_weight, "zinb": zinb_weight},
         }
+        if not denoise:
+            del self.stage_weights["denoise"]
+            del self.stage_weights["cluster"]["zinb"]
+
+    @property
+    def denoise(self) -> bool:
+        """Whether the model has a ZINB denoiser."""
+        return self.denoiser is not None
 
     # ---- inputs -------------------------------------------------------------------------------
     def expression(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +104,8 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         _, size_factor, x_log = self.split_counts(x)
         if self.denoiser is None:
             return self.input_norm(x_log)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.loss_weights["zinb"] > 0):
+        # the denoiser is a fixed input transform unless the clustering objective trains it
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage_weights["cluster"]["zinb"] > 0):
             x_expr = torch.log1p(self.denoiser(x_log, size_factor)["scale"])
         return self.input_norm(x_expr)
 
@@ -127,90 +113,119 @@ class SCDMACModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
     def denoised_scale(self, x: torch.Tensor) -> torch.Tensor:
         """Denoised expression ``mu / s_i`` (counts at the median library size)."""
         _, size_factor, x_log = self.split_counts(x)
-        return self.denoiser(x_log, size_factor)["scale"]
+        return self._denoiser()(x_log, size_factor)["scale"]
 
-    # ---- BaseModuleClass interface: the clean path used for outputs ------------------------------
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
+    def _denoiser(self) -> ZINBAutoencoder:
+        if self.denoiser is None:
+            raise ValueError("This model was built with denoise=False: it has no denoiser.")
+        return self.denoiser
+
+    # ---- BaseModuleClass contract ----------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        return {"x": tensors[BATCH_KEYS.X], "x_neighbor": tensors.get(BATCH_KEYS.X_NEIGHBOR)}
 
     @auto_move_data
-    def inference(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Embedding and (once centres exist) soft cluster assignment of unmasked cells."""
-        z = self.masked_ae.encode(self.expression(x))
-        out = {"z": z}
-        if self.cluster_head.n_clusters > 0:
-            out["q"] = self.cluster_head.soft_assignment(z)
+    def inference(
+        self, x: torch.Tensor, x_neighbor: torch.Tensor | None = None, stage: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Encoders on one batch of counts.
+
+        Parameters
+        ----------
+        x
+            Counts of the cells (all registered genes).
+        x_neighbor
+            Counts of one kNN neighbour per cell, for the denoiser's swap augmentation.
+        stage
+            The training stage whose loss terms the outputs feed; ``None``: the clean embedding ``z``
+            and (once centres exist) the soft assignment ``q``, as used for outputs.
+
+        Returns
+        -------
+        dict
+            ``counts`` and ``size_factor`` always; ``z``, ``q`` for clustering terms and outputs;
+            ``x_expr`` (the masked autoencoder's target), ``z_masked`` and ``mask`` for the masked term;
+            ``h_denoise`` (the augmented input's bottleneck) for the ZINB term.
+        """
+        terms = self.active_terms(stage)
+        counts, size_factor, x_log = self.split_counts(x)
+        out = {"counts": counts, "size_factor": size_factor}
+        if terms - {"zinb"} or stage is None:
+            out["x_expr"] = self.expression(x)
+        if {"kl", "kmeans"} & terms or stage is None:
+            out["z"] = self.masked_ae.encode(out["x_expr"])
+            if self.cluster_head.n_clusters > 0:
+                out["q"] = self.cluster_head.soft_assignment(out["z"])
+        if "mask" in terms:
+            x_masked, out["mask"] = mask_with_shuffled(out["x_expr"], self.mask_ratio)
+            out["z_masked"] = self.masked_ae.encode(x_masked)
+        if "zinb" in terms:
+            x_nb = None if x_neighbor is None else self.split_counts(x_neighbor)[2]
+            out["h_denoise"] = self._denoiser().encode(augment_expression(x_log, x_nb, **self.augment))
         return out
 
-    def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
-        return {}
-
-    def generative(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
-        raise NotImplementedError("SCDMAC trains stage by stage: use denoise_loss, mask_loss or cluster_loss.")
-
-    # ---- stage losses ---------------------------------------------------------------------------
-    def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
-        """Parameters a stage optimises."""
-        if stage == "denoise":
-            return self.denoiser.parameters()
-        if stage == "mask":
-            return self.masked_ae.parameters()
-        params = list(self.masked_ae.parameters()) + list(self.cluster_head.parameters())
-        if self.denoiser is not None and self.loss_weights["zinb"] > 0:
-            params += list(self.denoiser.parameters())
-        return iter(params)
-
-    def stage_mode(self, stage: str) -> None:
-        """Training mode for a stage: parts the stage does not optimise run in eval mode (no dropout)."""
-        self.train()
-        if stage != "denoise" and self.denoiser is not None and self.loss_weights["zinb"] == 0:
-            self.denoiser.eval()
-
-    def _zinb(self, x: torch.Tensor, x_neighbor: torch.Tensor | None) -> torch.Tensor:
-        counts, size_factor, x_log = self.split_counts(x)
-        x_nb = None if x_neighbor is None else self.split_counts(x_neighbor)[2]
-        params = self.denoiser(augment_expression(x_log, x_nb, **self.augment), size_factor)
-        return zinb_nll(counts, params)
-
-    @auto_move_data
-    def denoise_loss(self, x: torch.Tensor, x_neighbor: torch.Tensor | None = None) -> LossOutput:
-        """ZINB NLL of the counts given augmented input (mean over cells; per gene in the metrics)."""
-        nll = self._zinb(x, x_neighbor)
-        return LossOutput(
-            loss=nll.mean(),
-            reconstruction_loss=nll,
-            extra_metrics={"zinb_per_gene": nll.mean() / len(self.gene_indices)},
-        )
-
-    def _mask(self, x_expr: torch.Tensor) -> dict[str, torch.Tensor]:
-        x_masked, mask = mask_with_shuffled(x_expr, self.mask_ratio)
-        z_masked = self.masked_ae.encode(x_masked)
-        return self.masked_ae.reconstruction_loss(z_masked, x_expr, mask, self.masked_weight, self.mask_loss_weight)
-
-    @auto_move_data
-    def mask_loss(self, x: torch.Tensor) -> LossOutput:
-        """Masked-autoencoder loss on one batch."""
-        parts = self._mask(self.expression(x))
-        extra = {k: v.mean() for k, v in parts.items() if k != "loss"}
-        return LossOutput(loss=parts["loss"].mean(), reconstruction_loss=parts["loss"], extra_metrics=extra)
-
-    @auto_move_data
-    def cluster_loss(self, x: torch.Tensor, target: torch.Tensor, x_neighbor: torch.Tensor | None = None) -> LossOutput:
-        """``a·L_zinb + b·L_mask + f·L_kmeans + t·KL(P‖Q)`` on one batch; ``target`` holds its rows of P."""
-        w = self.loss_weights
-        x_expr = self.expression(x)
-        z = self.masked_ae.encode(x_expr)
-        q = self.cluster_head.soft_assignment(z)
-        terms = {
-            "kl": self.cluster_head.kl_loss(q, target),
-            "kmeans": self.cluster_head.soft_kmeans_loss(z),
-            "mask": self._mask(x_expr)["loss"].mean(),
+    def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor | None]:
+        return {
+            "z_masked": inference_outputs.get("z_masked"),
+            "h_denoise": inference_outputs.get("h_denoise"),
+            "size_factor": inference_outputs["size_factor"],
         }
-        loss = w["cluster"] * terms["kl"] + w["kmeans"] * terms["kmeans"] + w["mask"] * terms["mask"]
-        if self.denoiser is not None and w["zinb"] > 0:
-            terms["zinb"] = self._zinb(x, x_neighbor).mean()
-            loss = loss + w["zinb"] * terms["zinb"]
-        return LossOutput(loss=loss, reconstruction_loss=terms["mask"].expand(x.shape[0]), extra_metrics=terms)
+
+    @auto_move_data
+    def generative(
+        self, size_factor: torch.Tensor, z_masked: torch.Tensor | None = None, h_denoise: torch.Tensor | None = None
+    ) -> dict:
+        """Decoders: the masked autoencoder's reconstruction (``masked``) and the counts' ZINB parameters (``zinb``)."""
+        out: dict = {}
+        if z_masked is not None:
+            out["masked"] = self.masked_ae.decode(z_masked)
+        if h_denoise is not None:
+            out["zinb"] = self._denoiser().decode(h_denoise, size_factor)
+        return out
+
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor],
+        generative_outputs: dict,
+        stage: str,
+        target: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """The weighted terms of ``stage`` on one batch.
+
+        Parameters
+        ----------
+        tensors
+            The batch.
+        inference_outputs, generative_outputs
+            :meth:`inference` and :meth:`generative` run for ``stage``.
+        stage
+            ``"denoise"`` (ZINB NLL of the counts given augmented input), ``"mask"`` (masked
+            autoencoder) or ``"cluster"`` (``a·L_zinb + b·L_mask + f·L_kmeans + t·KL(P‖Q)``).
+        target
+            The batch's rows of DEC's target distribution ``P`` (clustering only).
+
+        Returns
+        -------
+        :class:`~scvi.module.base.LossOutput`
+            Per-cell reconstruction terms (``zinb``, ``mask``), the per-cell ``kl`` in ``kl_local``,
+            and batch means of the other terms and parts in ``extra_metrics``.
+        """
+        inf, gen = inference_outputs, generative_outputs
+        per_cell: dict[str, torch.Tensor] = {}
+        extra: dict[str, torch.Tensor] = {}
+        terms = self.active_terms(stage)
+        if "zinb" in terms:
+            per_cell["zinb"] = zinb_nll(inf["counts"], gen["zinb"])
+            extra["zinb_per_gene"] = per_cell["zinb"].mean() / inf["counts"].shape[1]
+        if "mask" in terms:
+            parts = masked_reconstruction_loss(
+                gen["masked"], inf["x_expr"], inf["mask"], self.masked_weight, self.mask_loss_weight
+            )
+            per_cell["mask"] = parts.pop("loss")
+            extra.update({k: v.mean() for k, v in parts.items()})
+        if "kmeans" in terms:
+            per_cell["kmeans"] = self.cluster_head.soft_kmeans_loss(inf["z"])
+        if "kl" in terms:
+            per_cell["kl"] = self.cluster_head.kl_loss(inf["q"], self.require_target(target))
+        return self.weighted_loss(stage, per_cell, extra, n_obs=inf["counts"].shape[0])

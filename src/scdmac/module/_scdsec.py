@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -11,22 +11,22 @@ import torch.nn.functional as F
 from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
-from .._constants import REGISTRY_KEYS
+from .._constants import BATCH_KEYS
 from ._fusion import FusionEncoder
-from ._heads import ClusterHead, ClusteringModuleMixin, ZINBHead, zinb_nll
+from ._heads import ClusterHead, ZINBHead, zinb_nll
 from ._inputs import CountInputMixin
 from ._nn import ScaleNorm, Standardize, mlp
+from ._staged import StagedLossMixin
 
-STAGES = ("pretrain", "cluster")
 
-
-class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
+class SCDSECModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
     """Torch side of :class:`~scdmac.model.SCDSEC`.
 
-    The encoder reads the log-normalised expression of the modelled genes and the normalised
+    ``inference`` reads the log-normalised expression of the modelled genes and the normalised
     adjacency of the cells it is given (a minibatch's subgraph in training, the whole graph for
-    outputs). A mirrored decoder gives ZINB parameters for the raw counts and a reconstruction of
-    the encoder's input; an inner-product decoder scores cell pairs.
+    outputs) and gives the embedding and soft assignment. ``generative`` runs the mirrored decoder:
+    ZINB parameters for the raw counts and a reconstruction of the encoder's input. ``loss`` adds an
+    inner-product decoder's graph term.
 
     Losses are means per gene, per cell or per pair, so that the paper's unit weights ``β`` balance
     terms of similar size: ``L = t·KL(P‖Q) + β1·MSE + β2·ZINB + β3·BCE(graph)``; pretraining leaves
@@ -40,32 +40,14 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         Positions of the modelled genes among them.
     median_library
         Median library size over all genes.
-    n_clusters
-        Number of cluster centres (0 until known).
-    n_latent
-        Embedding dimension.
-    hidden_widths
-        Encoder widths; the decoder mirrors them.
-    alpha
-        Fusion weight of the autoencoder branch (1: no GCN branch, 0: no autoencoder branch).
-    layerwise
-        Fuse at every layer (off: once at the end, the paper's "w/o RE").
-    dropout_rate
-        Dropout on hidden layers.
-    rec_weight, zinb_weight, graph_weight, cluster_weight
-        ``β1, β2, β3, t``.
-    negative_ratio
-        Non-edges sampled per edge for the graph loss.
-    dof
-        Student's t degrees of freedom ``ν``.
-    cluster_metric
-        Where the clustering head measures distances (see :class:`~scdmac.module.ClusterHead`).
+    n_latent, hidden_widths, alpha, layerwise, dropout_rate, rec_weight, zinb_weight, graph_weight, \
+cluster_weight, negative_ratio, dof, cluster_metric
+        As for :class:`~scdmac.model.SCDSEC`, where the defaults live.
     input_scaling
         How the encoder's input is standardised: ``"global"`` centres each gene and divides all by one
         scale, ``"gene"`` divides each gene by its own standard deviation (clipped at 10, as
         ``sc.pp.scale``), both with statistics of all cells fixed before training (``input_moments``);
-        ``"batch"`` uses minibatch statistics (the behaviour before 2026-12-01; biased, since a
-        minibatch is a group of similar cells).
+        ``"batch"`` uses minibatch statistics (biased, since a minibatch is a group of similar cells).
     input_moments
         Per-gene mean and variance of the log-normalised expression over all cells
         (:func:`~scdmac.data.log_moments`); needed unless ``input_scaling="batch"``.
@@ -76,20 +58,20 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         n_input: int,
         gene_indices: np.ndarray,
         median_library: float,
-        n_clusters: int = 0,
-        n_latent: int = 10,
-        hidden_widths: Sequence[int] = (500, 500, 2000),
-        alpha: float = 0.5,
-        layerwise: bool = True,
-        dropout_rate: float = 0.0,
-        rec_weight: float = 1.0,
-        zinb_weight: float = 1.0,
-        graph_weight: float = 1.0,
-        cluster_weight: float = 1.0,
-        negative_ratio: float = 1.0,
-        dof: float = 1.0,
-        cluster_metric: Literal["euclidean", "cosine"] = "euclidean",
-        input_scaling: Literal["gene", "global", "batch"] = "batch",
+        *,
+        n_latent: int,
+        hidden_widths: Sequence[int],
+        alpha: float,
+        layerwise: bool,
+        dropout_rate: float,
+        rec_weight: float,
+        zinb_weight: float,
+        graph_weight: float,
+        cluster_weight: float,
+        negative_ratio: float,
+        dof: float,
+        cluster_metric: Literal["euclidean", "cosine"],
+        input_scaling: Literal["gene", "global", "batch"],
         input_moments: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
@@ -97,6 +79,7 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         self._register_count_inputs(gene_indices, median_library)
         n_genes = len(gene_indices)
         widths = list(hidden_widths)
+        self.input_norm: nn.Module
         if input_scaling == "batch":
             self.input_norm = ScaleNorm(n_genes)
         elif input_scaling in ("gene", "global"):
@@ -109,20 +92,22 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         self.decoder = mlp(n_latent, widths[::-1], dropout_rate, use_batch_norm=False, use_layer_norm=True)
         self.zinb_head = ZINBHead(widths[0], n_genes)
         self.rec_head = nn.Linear(widths[0], n_genes)
-        self.cluster_head = ClusterHead(n_clusters, n_latent, dof=dof, metric=cluster_metric)
+        self.cluster_head = ClusterHead(0, n_latent, dof=dof, metric=cluster_metric)
         self.negative_ratio = negative_ratio
-        self.loss_weights = {"rec": rec_weight, "zinb": zinb_weight, "graph": graph_weight, "cluster": cluster_weight}
+        #: each stage's loss terms and their weights, in summation order (a term of weight 0 is not computed)
+        reconstruction = {"rec": rec_weight, "zinb": zinb_weight, "graph": graph_weight}
+        self.stage_weights = {"pretrain": reconstruction, "cluster": {**reconstruction, "kl": cluster_weight}}
 
     # ---- forward pieces -------------------------------------------------------------------------
     def expression(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's input: centred log-normalised expression of the modelled genes."""
+        """The encoder's input: standardised log-normalised expression of the modelled genes."""
         return self.input_norm(self.split_counts(x)[2])
 
-    def embed(self, x_log: torch.Tensor, adj: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Embedding (and soft assignment once centres exist) of cells given their expression and graph."""
-        z = self.encoder(x_log, adj)
+    def embed(self, x_in: torch.Tensor, adj: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
+        """Embedding ``z`` of cells given their encoder input and graph, and (``assign``, once centres exist) ``q``."""
+        z = self.encoder(x_in, adj)
         out = {"z": z}
-        if self.cluster_head.n_clusters > 0:
+        if assign and self.cluster_head.n_clusters > 0:
             out["q"] = self.cluster_head.soft_assignment(z)
         return out
 
@@ -142,69 +127,83 @@ class SCDSECModule(CountInputMixin, ClusteringModuleMixin, BaseModuleClass):
         neg_loss = F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits))
         return 0.5 * (pos + neg_loss)
 
-    def _autoencoder_terms(self, x: torch.Tensor, graph: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    # ---- BaseModuleClass contract ----------------------------------------------------------------
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"x": tensors[BATCH_KEYS.X], "adj": tensors[BATCH_KEYS.ADJ]}
+
+    @auto_move_data
+    def inference(self, x: torch.Tensor, adj: torch.Tensor, stage: str | None = None) -> dict[str, torch.Tensor]:
+        """Embedding ``z`` (and soft assignment ``q``) of the cells in ``x`` given their normalised adjacency.
+
+        Parameters
+        ----------
+        x
+            Counts of the cells (all registered genes).
+        adj
+            Normalised adjacency of the graph among them.
+        stage
+            The training stage whose loss the outputs feed (``q`` only when it has the KL term);
+            ``None``: outputs, with ``q`` once centres exist.
+
+        Returns
+        -------
+        dict
+            ``z``, ``q``, and the modelled ``counts``, ``size_factor`` and encoder input ``x_in``
+            that the decoders' losses compare against.
+        """
         counts, size_factor, x_log = self.split_counts(x)
         x_in = self.input_norm(x_log)
-        z = self.encoder(x_in, graph["adj"])
-        h = self.decoder(z)
-        w = self.loss_weights
-        terms = {}
-        if w["rec"] > 0:
-            terms["rec"] = ((self.rec_head(h) - x_in) ** 2).mean(-1).mean()
-        if w["zinb"] > 0:
-            terms["zinb"] = zinb_nll(counts, self.zinb_head(h, size_factor)).mean() / counts.shape[1]
-        if w["graph"] > 0:
-            terms["graph"] = self._graph_loss(z, graph["edges"])
-        return z, terms
-
-    def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        weights = {**self.loss_weights, "kl": self.loss_weights["cluster"]}
-        total = sum(weights[k] * v for k, v in terms.items())
-        if not torch.is_tensor(total):
-            raise ValueError("Every loss term of this stage is switched off (all weights are 0).")
-        return total
-
-    # ---- stage losses ---------------------------------------------------------------------------
-    @auto_move_data
-    def pretrain_loss(self, x: torch.Tensor, graph: dict[str, torch.Tensor]) -> LossOutput:
-        """``β1·MSE + β2·ZINB + β3·graph`` on one batch and its subgraph."""
-        _, terms = self._autoencoder_terms(x, graph)
-        loss = self._total(terms)
-        return LossOutput(loss=loss, reconstruction_loss=loss.expand(x.shape[0]), extra_metrics=terms)
-
-    @auto_move_data
-    def cluster_loss(self, x: torch.Tensor, target: torch.Tensor, graph: dict[str, torch.Tensor]) -> LossOutput:
-        """Pretraining terms plus ``t·KL(P‖Q)``; ``target`` holds the batch's rows of P."""
-        z, terms = self._autoencoder_terms(x, graph)
-        if self.loss_weights["cluster"] > 0:
-            terms["kl"] = self.cluster_head.kl_loss(self.cluster_head.soft_assignment(z), target)
-        loss = self._total(terms)
-        return LossOutput(loss=loss, reconstruction_loss=loss.expand(x.shape[0]), extra_metrics=terms)
-
-    def stage_parameters(self, stage: str) -> Iterator[nn.Parameter]:
-        """Parameters a stage optimises (the centres only in clustering)."""
-        if stage == "pretrain":
-            return (p for name, p in self.named_parameters() if not name.startswith("cluster_head"))
-        return self.parameters()
-
-    def stage_mode(self, stage: str) -> None:
-        """Every part trains in both stages."""
-        self.train()
-
-    # ---- BaseModuleClass interface --------------------------------------------------------------
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[REGISTRY_KEYS.X_KEY]}
-
-    @auto_move_data
-    def inference(self, x: torch.Tensor, adj: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Embedding and soft assignment of the cells in ``x`` given their normalised adjacency."""
-        return self.embed(self.expression(x), adj)
+        assign = stage is None or "kl" in self.active_terms(stage)
+        return {"counts": counts, "size_factor": size_factor, "x_in": x_in, **self.embed(x_in, adj, assign)}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
-        return {}
+        return {"z": inference_outputs["z"], "size_factor": inference_outputs["size_factor"]}
 
-    def generative(self) -> dict[str, torch.Tensor]:
-        return {}
+    @auto_move_data
+    def generative(self, z: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor | dict]:
+        """Mirrored decoder: ``x_rec`` (reconstruction of the encoder input) and ``zinb`` (parameters of the counts)."""
+        h = self.decoder(z)
+        return {"x_rec": self.rec_head(h), "zinb": self.zinb_head(h, size_factor)}
 
-    def loss(self, tensors, inference_outputs, generative_outputs, **kwargs) -> LossOutput:
-        raise NotImplementedError("SCDSEC trains stage by stage: use pretrain_loss or cluster_loss.")
+    def loss(
+        self,
+        tensors: dict[str, torch.Tensor],
+        inference_outputs: dict[str, torch.Tensor],
+        generative_outputs: dict,
+        stage: str,
+        target: torch.Tensor | None = None,
+    ) -> LossOutput:
+        """The weighted terms of ``stage`` on one batch and its subgraph.
+
+        Parameters
+        ----------
+        tensors
+            The batch (its ``edges`` feed the graph term).
+        inference_outputs, generative_outputs
+            :meth:`inference` and :meth:`generative` on the batch.
+        stage
+            ``"pretrain"`` (``β1·MSE + β2·ZINB + β3·graph``) or ``"cluster"`` (those plus ``t·KL(P‖Q)``).
+        target
+            The batch's rows of DEC's target distribution ``P`` (clustering only).
+
+        Returns
+        -------
+        :class:`~scvi.module.base.LossOutput`
+            Per-cell ``rec`` and ``zinb`` (per gene) as reconstruction terms, per-cell ``kl`` in
+            ``kl_local``, and batch values of every term (``graph`` is over cell pairs).
+        """
+        inf, gen = inference_outputs, generative_outputs
+        terms = self.active_terms(stage)
+        per_cell: dict[str, torch.Tensor] = {}
+        batch: dict[str, torch.Tensor] = {}
+        if "rec" in terms:
+            per_cell["rec"] = ((gen["x_rec"] - inf["x_in"]) ** 2).mean(-1)
+        if "zinb" in terms:
+            nll = zinb_nll(inf["counts"], gen["zinb"])
+            n_genes = inf["counts"].shape[1]
+            per_cell["zinb"], batch["zinb"] = nll / n_genes, nll.mean() / n_genes
+        if "graph" in terms:
+            batch["graph"] = self._graph_loss(inf["z"], tensors[BATCH_KEYS.EDGES])
+        if "kl" in terms:
+            per_cell["kl"] = self.cluster_head.kl_loss(inf["q"], self.require_target(target))
+        return self.weighted_loss(stage, per_cell, {}, n_obs=inf["counts"].shape[0], batch_values=batch)

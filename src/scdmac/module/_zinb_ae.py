@@ -32,5 +32,13 @@ class ZINBAutoencoder(nn.Module):
         self.decoder = mlp(widths[-1], decoder_widths, dropout_rate)
         self.head = ZINBHead(decoder_widths[-1], n_genes)
 
+    def encode(self, x_log: torch.Tensor) -> torch.Tensor:
+        """Bottleneck representation of (perturbed) log-normalised expression."""
+        return self.encoder(x_log)
+
+    def decode(self, h: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ZINB parameters of the counts (see :class:`~scdmac.module.ZINBHead`)."""
+        return self.head(self.decoder(h), size_factor)
+
     def forward(self, x_log: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.head(self.decoder(self.encoder(x_log)), size_factor)
+        return self.decode(self.encode(x_log), size_factor)

@@ -37,6 +37,17 @@ def _doc_show_save_ax(fn):
     return fn
 
 
+def _root_figure(ax: Axes) -> Figure:
+    """The figure that saves and shows ``ax`` (the root one when ``ax`` sits in a subfigure)."""
+    from matplotlib.figure import Figure
+
+    fig = ax.figure
+    root = getattr(fig, "figure", fig)  # a subfigure's ``figure`` is its root figure
+    if not isinstance(root, Figure):
+        raise TypeError(f"The axes is not on a matplotlib figure (got {type(root).__name__}).")
+    return root
+
+
 def _finish(fig: Figure, show: bool | None, save: str | Path | None) -> bool:
     """Save and maybe show ``fig``; ``True`` when the caller should return its plot objects."""
     import matplotlib
@@ -120,16 +131,17 @@ def training_curves(
         )
     if ax is not None and len(stages) != 1:
         raise ValueError(f"`ax` holds one panel but {len(stages)} stages were asked for: pass `stages=` one stage.")
+    panels: list[Axes]
     if ax is None:
-        fig, axes = plt.subplots(1, len(stages), figsize=(3.6 * len(stages), 3.0), squeeze=False)
-        axes = list(axes[0])
+        fig, grid = plt.subplots(1, len(stages), figsize=(3.6 * len(stages), 3.0), squeeze=False)
+        panels = list(grid[0])
     else:
-        fig, axes = ax.figure, [ax]
-    for stage, panel in zip(stages, axes, strict=True):
+        fig, panels = _root_figure(ax), [ax]
+    for stage, panel in zip(stages, panels, strict=True):
         metrics = found[stage]
         names = [k for k in metrics if keys is None or k in keys]
         if not names:
-            raise ValueError(f"Stage {stage!r} logged none of {list(keys)}; it logged {list(metrics)}.")
+            raise ValueError(f"Stage {stage!r} logged none of {list(keys or [])}; it logged {list(metrics)}.")
         for name in names:
             values = metrics[name]
             panel.plot(np.arange(1, len(values) + 1), values, marker="o" if len(values) < 20 else None, label=name)
@@ -140,7 +152,7 @@ def training_curves(
         panel.legend(fontsize="small", frameon=False)
     fig.tight_layout()
     if _finish(fig, show, save):
-        return axes[0] if ax is not None else fig
+        return ax if ax is not None else fig
     return None
 
 
@@ -204,7 +216,7 @@ def assignment_confidence(
     kwargs.setdefault("vmax", 1.0)
     ax = sc.pl.embedding(view, basis=basis, color="confidence", ax=ax, show=False, **kwargs)
     ax.set_title(f"largest soft assignment ({soft_key})")
-    if _finish(ax.figure, show, save):
+    if _finish(_root_figure(ax), show, save):
         return ax
     return None
 
@@ -295,8 +307,10 @@ def label_agreement(
                 ax.text(j, i, fmt.format(value), ha="center", va="center", fontsize=6, color=colour)
     scores = agreement(reference, clusters)
     ax.set_title(f"ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}")
-    label = {"cluster": "fraction of cluster", "reference": f"fraction of {reference_key}"}.get(normalize, "cells")
+    label = {"cluster": "fraction of cluster", "reference": f"fraction of {reference_key}"}.get(
+        normalize or "", "cells"
+    )
     ax.figure.colorbar(image, ax=ax, label=label, fraction=0.05)
-    if _finish(ax.figure, show, save):
+    if _finish(_root_figure(ax), show, save):
         return ax
     return None

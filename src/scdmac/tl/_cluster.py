@@ -1,77 +1,154 @@
-"""``scdmac.tl.scdmac`` and ``scdmac.tl.scdsec``: set up, train and write results in one call."""
+"""``scdmac.tl.scdmac`` and ``scdmac.tl.scdsec``: cluster raw counts in one call, scanpy style."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
 from anndata import AnnData
 
 _DOC = """Cluster raw counts with :class:`~scdmac.model.{model}` and write the results into ``adata``.
 
-Writes ``obsm["X_{prefix}"]``, ``obs["{prefix}_cluster"]`` and ``obsm["{prefix}_soft"]`` (keys
-changeable through ``model_kwargs``), plus the keys :meth:`~scdmac.model.{model}.setup_anndata`
-adds.
+The model is set up, trained and used on a working AnnData that shares the counts; ``adata``
+receives only the results, under ``key_added`` (``"{prefix}"`` gives the model's own keys):
+
+- ``obsm["X_{{key_added}}"]``: the embedding (cells × latent dimensions, float32);
+- ``obs["{{key_added}}_cluster"]``: cluster labels (categorical of strings ``"0"``, ``"1"``, ...);
+- ``obsm["{{key_added}}_soft"]``: soft assignments (cells × clusters, rows sum to one);
+- ``uns["{{key_added}}"]["params"]``: the arguments of this call and the number of clusters.
+
+Global state is left as it was: the random state is set for the call only, and restored after.
+Use the model API (:class:`~scdmac.model.{model}`) to keep the trained model.
 
 Parameters
 ----------
 adata
     Cells × genes AnnData of raw counts.
 n_clusters
-    Number of clusters (``None``: estimated).
+    Number of clusters (``None``: estimated from the pretrained embedding).
 layer
     Layer holding the raw counts (``None``: ``adata.X``).
-seed
-    Sets ``scvi.settings.seed`` first (``None`` leaves it alone).
+key_added
+    Prefix of the keys written (see above).
+random_state
+    Seed of every random choice of the run (``scvi.settings.seed`` during the call).
 setup_kwargs, model_kwargs, train_kwargs
-    Passed to ``setup_anndata``, the model and ``train``.
+    Passed to ``{model}.setup_anndata``, ``{model}(...)`` and ``train``.
 copy
-    Work on a copy and return it, with the model, instead of changing ``adata``.
+    Return a copy of ``adata`` with the results instead of writing into ``adata``.
 
 Returns
 -------
-The trained model, or ``(adata_copy, model)`` with ``copy=True``.
+``None``, or the annotated copy when ``copy=True``.
+
+Examples
+--------
+>>> import scdmac
+>>> adata = scdmac.data.simulate(n_cells=500, n_genes=300, n_clusters=4)
+>>> scdmac.tl.{prefix}(adata, n_clusters=4, layer="counts")  # doctest: +SKIP
+>>> adata.obs["{prefix}_cluster"].value_counts()  # doctest: +SKIP
 """
 
 
-def _run(model_cls, adata: AnnData, n_clusters, layer, setup_kwargs, model_kwargs, train_kwargs, seed, copy):
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """``scvi.settings.seed = seed`` inside the block; every random state and seed setting restored after."""
     import scvi
+    import torch
 
-    adata = adata.copy() if copy else adata
-    if seed is not None:
-        scvi.settings.seed = seed
-    model_cls.setup_anndata(adata, layer=layer, **(setup_kwargs or {}))
-    model = model_cls(adata, n_clusters=n_clusters, **(model_kwargs or {}))
-    model.train(**(train_kwargs or {}))
-    return (adata, model) if copy else model
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")}
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    numpy_state, python_state, old_seed = np.random.get_state(), random.getstate(), scvi.settings.seed
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        try:
+            scvi.settings.seed = seed
+            yield
+        finally:
+            scvi.settings.seed = None
+            scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
-def scdmac(
+def _run(
+    model_cls,
     adata: AnnData,
-    n_clusters: int | None = None,
-    layer: str | None = None,
-    seed: int | None = 0,
-    setup_kwargs: dict | None = None,
-    model_kwargs: dict | None = None,
-    train_kwargs: dict | None = None,
-    copy: bool = False,
-):
-    from ..model import SCDMAC
+    n_clusters,
+    layer,
+    key_added,
+    random_state,
+    setup_kwargs,
+    model_kwargs,
+    train_kwargs,
+    copy,
+) -> AnnData | None:
+    from ..data._validate import get_counts
 
-    return _run(SCDMAC, adata, n_clusters, layer, setup_kwargs, model_kwargs, train_kwargs, seed, copy)
+    model_kwargs = dict(model_kwargs or {})
+    for key in ("latent_key", "cluster_key", "soft_key"):
+        if key in model_kwargs:
+            raise ValueError(f"Pass key_added instead of model_kwargs[{key!r}]: tl functions write under key_added.")
+    # a working AnnData sharing the counts: setup's registry and graph keys never reach the user's object
+    work = AnnData(X=get_counts(adata, layer), obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+    with _seeded(random_state):
+        model_cls.setup_anndata(work, **(setup_kwargs or {}))
+        model = model_cls(work, n_clusters=n_clusters, **model_kwargs)
+        model.train(**(train_kwargs or {}))
+    out = adata.copy() if copy else adata
+    prefix = model_cls._prefix
+    out.obsm[f"X_{key_added}"] = work.obsm[f"X_{prefix}"]
+    out.obs[f"{key_added}_cluster"] = work.obs[f"{prefix}_cluster"].values  # the categorical, by position
+    out.obsm[f"{key_added}_soft"] = work.obsm[f"{prefix}_soft"]
+    out.uns[key_added] = {
+        "params": {
+            "model": model_cls.__name__,
+            "n_clusters": int(model.n_clusters_),
+            "n_clusters_requested": n_clusters,
+            "layer": layer,
+            "random_state": random_state,
+            "setup_kwargs": dict(setup_kwargs or {}),
+            "model_kwargs": model_kwargs,
+            "train_kwargs": {k: v for k, v in (train_kwargs or {}).items() if k != "callbacks"},
+        }
+    }
+    return out if copy else None
 
 
-def scdsec(
-    adata: AnnData,
-    n_clusters: int | None = None,
-    layer: str | None = None,
-    seed: int | None = 0,
-    setup_kwargs: dict | None = None,
-    model_kwargs: dict | None = None,
-    train_kwargs: dict | None = None,
-    copy: bool = False,
-):
-    from ..model import SCDSEC
+def _tool(model_name: str, prefix: str):
+    """The ``tl`` function of one model (both share every argument; the docstring names the model)."""
 
-    return _run(SCDSEC, adata, n_clusters, layer, setup_kwargs, model_kwargs, train_kwargs, seed, copy)
+    def tool(
+        adata: AnnData,
+        n_clusters: int | None = None,
+        *,
+        layer: str | None = None,
+        key_added: str = prefix,
+        random_state: int = 0,
+        setup_kwargs: dict | None = None,
+        model_kwargs: dict | None = None,
+        train_kwargs: dict | None = None,
+        copy: bool = False,
+    ) -> AnnData | None:
+        from .. import model
+
+        model_cls = getattr(model, model_name)
+        return _run(
+            model_cls, adata, n_clusters, layer, key_added, random_state, setup_kwargs, model_kwargs, train_kwargs, copy
+        )
+
+    tool.__name__ = tool.__qualname__ = prefix
+    tool.__doc__ = _DOC.format(model=model_name, prefix=prefix)
+    return tool
 
 
-scdmac.__doc__ = _DOC.format(model="SCDMAC", prefix="scdmac")
-scdsec.__doc__ = _DOC.format(model="SCDSEC", prefix="scdsec")
+scdmac = _tool("SCDMAC", "scdmac")
+scdsec = _tool("SCDSEC", "scdsec")

@@ -1,6 +1,7 @@
-"""Lightning training plans, one per stage, and unsupervised stopping rules."""
+"""Training stages, the Lightning plans that run them, and unsupervised stopping rules."""
 
 from ._callbacks import RelativePlateau
 from ._plans import ClusterPlan, StagePlan
+from ._stages import Stage
 
-__all__ = ["ClusterPlan", "RelativePlateau", "StagePlan"]
+__all__ = ["ClusterPlan", "RelativePlateau", "Stage", "StagePlan"]

@@ -22,14 +22,16 @@ class RelativePlateau(Callback):
     patience
         Epochs without such an improvement before stopping.
     min_epochs
-        Never stop before this many epochs.
+        Never stop before this many epochs (default: ``patience``).
     """
 
-    def __init__(self, monitor: str, rel_tol: float = 1e-3, patience: int = 10, min_epochs: int = 10):
+    def __init__(self, monitor: str, rel_tol: float = 1e-3, patience: int = 10, min_epochs: int | None = None):
+        if patience < 1:
+            raise ValueError(f"early_stopping_patience must be at least 1, got {patience}.")
         self.monitor = monitor
         self.rel_tol = rel_tol
         self.patience = patience
-        self.min_epochs = min_epochs
+        self.min_epochs = patience if min_epochs is None else min_epochs
         self.best = math.inf
         self.wait = 0
 

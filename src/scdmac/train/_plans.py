@@ -1,4 +1,4 @@
-"""Lightning training plans, one per training stage."""
+"""Lightning training plans, one per kind of stage: they only compute and log the module's loss."""
 
 from __future__ import annotations
 
@@ -6,74 +6,52 @@ import logging
 from collections.abc import Callable, Iterable
 
 import torch
-from scvi.module.base import LossOutput
+from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
-from .._constants import REGISTRY_KEYS
-from ..data._graph import CellGraph
+from .._constants import BATCH_KEYS
 from ..module._heads import target_distribution
+from ._stages import Stage
 
 logger = logging.getLogger(__name__)
 
 
 class StagePlan(TrainingPlan):
-    """Optimise one stage's loss with Adam and log it as ``{stage}_loss`` (plus its parts).
+    """Optimise one stage's loss with Adam and log it as ``{stage}_loss`` (plus each term and part).
+
+    Each step runs the module's scvi-tools forward pass (``inference``, ``generative``, ``loss``) on
+    the batch the data module built for the stage.
 
     Parameters
     ----------
     module
-        A module with ``stage_parameters(stage)`` and a ``{stage}_loss`` method.
+        A module whose ``inference`` and ``loss`` take ``stage`` (see :class:`~scdmac.module.SCDMACModule`).
     stage
-        Stage name.
+        The stage: its name, the sub-networks it optimises (the others run in evaluation mode).
     lr, weight_decay
         Adam settings.
-    pair_neighbors
-        Batches hold each cell followed by one of its neighbours (see
-        :class:`~scdmac.data.NeighborBatchSampler`); the loss gets them as ``x_neighbor``.
-    graph
-        The cell graph (:class:`~scdmac.data.CellGraph`); the loss gets the subgraph induced by each
-        batch's cells as ``graph``.
     """
 
-    def __init__(
-        self,
-        module,
-        stage: str,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        pair_neighbors: bool = False,
-        graph: CellGraph | None = None,
-    ):
+    def __init__(self, module: BaseModuleClass, stage: Stage, lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="Adam")
         self.stage = stage
-        self.pair_neighbors = pair_neighbors
-        self.graph = graph
 
-    def loss_inputs(self, batch: dict[str, torch.Tensor]) -> dict:
-        """Keyword arguments of the stage's loss for one batch (``x`` and what the plan adds)."""
-        x = batch[REGISTRY_KEYS.X_KEY]
-        inputs = {"x": x}
-        if self.pair_neighbors:
-            n = x.shape[0] // 2
-            inputs = {"x": x[:n], "x_neighbor": x[n:]}
-        if self.graph is not None:
-            inputs["graph"] = self.graph.subgraph(self.cells(batch).cpu().numpy(), device=x.device)
-        return inputs
-
-    def cells(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Row numbers of the batch's cells (without appended neighbours)."""
-        index = batch[REGISTRY_KEYS.INDICES_KEY].long().view(-1)
-        return index[: index.shape[0] // 2] if self.pair_neighbors else index
+    def loss_kwargs_for(self, batch: dict[str, torch.Tensor]) -> dict:
+        """Keyword arguments of ``module.loss`` beside the outputs (the stage; DEC targets in clustering)."""
+        return {"stage": self.stage.name}
 
     def stage_loss(self, batch: dict[str, torch.Tensor]) -> LossOutput:
         """The module's loss of this plan's stage on one minibatch."""
-        return getattr(self.module, f"{self.stage}_loss")(**self.loss_inputs(batch))
+        _, _, out = self.forward(
+            batch, inference_kwargs={"stage": self.stage.name}, loss_kwargs=self.loss_kwargs_for(batch)
+        )
+        return out
 
     def training_step(self, batch, batch_idx):
         out = self.stage_loss(batch)
-        n = self.cells(batch).shape[0]
+        name, n = self.stage.name, out.n_obs_minibatch
         self.log(
-            f"{self.stage}_loss",
+            f"{name}_loss",
             out.loss,
             on_step=False,
             on_epoch=True,
@@ -81,21 +59,29 @@ class StagePlan(TrainingPlan):
             batch_size=n,
             sync_dist=self.use_sync_dist,
         )
-        for name, value in (out.extra_metrics or {}).items():
+        for metric, value in (out.extra_metrics or {}).items():
             self.log(
-                f"{self.stage}_{name}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self.use_sync_dist
+                f"{name}_{metric}", value, on_step=False, on_epoch=True, batch_size=n, sync_dist=self.use_sync_dist
             )
         return out.loss
 
+    def set_stage_mode(self) -> None:
+        """Training mode for the stage's parts, evaluation mode for the module's other sub-networks."""
+        self.module.train()
+        for part, child in self.module.named_children():
+            if part not in self.stage.parts:
+                child.eval()
+
     def on_train_start(self) -> None:
         # output passes between stages leave the module in eval mode; frozen parts stay in eval
-        self.module.stage_mode(self.stage)
+        self.set_stage_mode()
 
     def validation_step(self, batch, batch_idx):
         return None
 
     def configure_optimizers(self):
-        params: Iterable = [p for p in self.module.stage_parameters(self.stage) if p.requires_grad]
+        parts = [getattr(self.module, part) for part in self.stage.parts]
+        params: Iterable = [p for part in parts for p in part.parameters() if p.requires_grad]
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps)
 
 
@@ -118,6 +104,8 @@ class ClusterPlan(StagePlan):
     ----------
     module
         The model's module.
+    stage
+        The clustering stage.
     embed_all
         Returns the embedding of every cell (in registry order) with the current network.
     update_interval
@@ -135,14 +123,13 @@ class ClusterPlan(StagePlan):
     seed
         Seed of the splits that re-seed clusters.
     **kwargs
-        Passed to :class:`StagePlan`.
+        Passed to :class:`StagePlan` (``lr``, ``weight_decay``).
     """
-
-    OWN_ARGS = ("update_interval", "min_epochs", "collapse_fraction", "refill", "min_cluster_size", "seed")
 
     def __init__(
         self,
-        module,
+        module: BaseModuleClass,
+        stage: Stage,
         embed_all: Callable[[], torch.Tensor],
         update_interval: int = 1,
         tol: float = 1e-3,
@@ -153,7 +140,7 @@ class ClusterPlan(StagePlan):
         seed: int = 0,
         **kwargs,
     ):
-        super().__init__(module, stage="cluster", **kwargs)
+        super().__init__(module, stage, **kwargs)
         if not 0.0 <= collapse_fraction < 1.0:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
         if min_cluster_size < 1:
@@ -166,9 +153,10 @@ class ClusterPlan(StagePlan):
         self.refill = refill
         self.min_cluster_size = min_cluster_size
         self.seed = seed
-        self.target: torch.Tensor | None = None
-        self.labels: torch.Tensor | None = None
-        self.start_sizes: torch.Tensor | None = None
+        # set at the start of the stage, then at every refresh (empty before)
+        self.target = torch.empty(0)
+        self.labels = torch.empty(0, dtype=torch.long)
+        self.start_sizes = torch.empty(0, dtype=torch.long)
         self._saved_state: dict[str, torch.Tensor] | None = None
         #: the refresh (epochs done) whose state the stage ended with after a collapse, else ``None``
         self.collapsed_at: int | None = None
@@ -179,7 +167,7 @@ class ClusterPlan(StagePlan):
         self.module.eval()
         with torch.no_grad():
             z = self.embed_all().to(self.device)
-        self.module.stage_mode(self.stage)
+        self.set_stage_mode()
         return z
 
     def _refill(self, z: torch.Tensor) -> torch.Tensor:
@@ -205,7 +193,7 @@ class ClusterPlan(StagePlan):
         """Make ``q`` the current assignment: new targets and labels; the fraction of labels changed."""
         self.target = target_distribution(q)
         labels = q.argmax(1)
-        changed = 1.0 if self.labels is None else (labels != self.labels).float().mean().item()
+        changed = 1.0 if self.labels.numel() == 0 else (labels != self.labels).float().mean().item()
         self.labels = labels
         if self.collapse_fraction > 0:
             self._saved_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
@@ -251,5 +239,6 @@ class ClusterPlan(StagePlan):
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
 
-    def stage_loss(self, batch):
-        return self.module.cluster_loss(target=self.target[self.cells(batch)], **self.loss_inputs(batch))
+    def loss_kwargs_for(self, batch: dict[str, torch.Tensor]) -> dict:
+        """The stage and the batch's rows of the current DEC targets."""
+        return {"stage": self.stage.name, "target": self.target[batch[BATCH_KEYS.INDEX]]}
