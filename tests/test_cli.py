@@ -107,6 +107,8 @@ BAD = [
     ("output is the input", None, ["--overwrite", "--out-is-in"], ["is the input file"]),
     ("model folder exists", lambda t, f: (t / "m").mkdir(), ["--save-model", "{tmp}/m"], ["--save-model", "exists"]),
     ("unknown accelerator", None, ["--accelerator", "banana"], ["--accelerator banana", "invalid"]),
+    ("batch of one cell", None, ["--batch-size", "1"], ["batch_size must be an integer of at least 2", "--batch-size"]),
+    ("output name too long", None, ["--out-name", "o" * 250 + ".h5ad"], ["too long", "at most"]),
 ]
 
 
@@ -117,11 +119,34 @@ def test_bad_input_one_line_no_files(counts_file, tmp_path, capsys, prepare, ext
     out = str(tmp_path / "o.h5ad")
     if "--out-is-in" in extra:
         extra, out = [a for a in extra if a != "--out-is-in"], str(counts_file)
+    if "--out-name" in extra:
+        out = str(tmp_path / extra[extra.index("--out-name") + 1])
+        extra = extra[: extra.index("--out-name")]
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
     before = {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()}
     assert main(["cluster", str(counts_file), out, *FAST, "--no-progress", *extra]) == 2
     _one_line_error(capsys, *needles)
     assert {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()} == before
+
+
+def test_output_folder_that_cannot_be_written(counts_file, tmp_path, capsys, monkeypatch):
+    """Permission bits can pass while the file system refuses (read-only, full): found before training."""
+
+    def touch(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "touch", touch)
+    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), *FAST, "--no-progress"]) == 2
+    _one_line_error(capsys, "cannot write in folder", "Read-only file system")
+    assert _files(tmp_path) == ["in.h5ad"]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "x"])
+def test_bad_seed_names_the_option(counts_file, tmp_path, capsys, seed):
+    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), "--seed", seed]) == 2
+    err = capsys.readouterr().err
+    assert "argument --seed" in err and "Traceback" not in err
+    assert _files(tmp_path) == ["in.h5ad"]
 
 
 def test_output_folder_missing(counts_file, tmp_path, capsys):

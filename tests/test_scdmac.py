@@ -237,9 +237,13 @@ def test_plan_kwargs_reach_their_plans(small):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"batch_size": 0}, "batch_size must be a positive integer"),
-        ({"batch_size": -3}, "batch_size must be a positive integer"),
-        ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be an integer of at least 2"),
+        ({"batch_size": -3}, "batch_size must be an integer of at least 2"),
+        ({"batch_size": 1}, "batch_size must be an integer of at least 2"),
+        ({"batch_size": 2.5}, "batch_size must be an integer of at least 2"),
+        ({"max_epochs": 0}, "max_epochs must be an integer of at least 1"),
+        ({"stages": []}, "trains nothing"),
+        ({"kmeans_n_init": 0}, "kmeans_n_init"),
         ({"plan_kwargs": {"update_intervall": 2}}, "Unknown plan_kwargs"),
         ({"stage_steps": {"warmup": 10}}, "stage_steps names"),
         ({"early_stopping_patience": 0}, "patience"),

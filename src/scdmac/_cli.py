@@ -50,6 +50,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scdmac", description="Deep clustering of single-cell RNA-seq counts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{cluster,demo}")
@@ -66,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     cluster.add_argument("--model", choices=MODELS, default="scdmac", help="method (default: scdmac)")
     cluster.add_argument("--n-clusters", type=int, default=None, help="number of clusters (default: estimated)")
     cluster.add_argument("--layer", default=None, help="layer holding the raw counts (default: X)")
-    cluster.add_argument("--seed", type=int, default=0, help="scvi.settings.seed (default: 0)")
+    cluster.add_argument("--seed", type=_seed, default=0, help="scvi.settings.seed (default: 0)")
     cluster.add_argument(
         "--max-epochs", type=_positive_int, default=None, help="epochs per stage (default: the model's)"
     )
@@ -100,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="cluster simulated cell types; print ARI/NMI; write h5ad and UMAP")
     demo.add_argument("--out", default="scdmac_demo_output", help="output folder")
     demo.add_argument("--n-cells", type=int, default=3000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_seed, default=0)
     return parser
 
 
@@ -118,6 +128,24 @@ def _check_target(path: Path, what: str, overwrite: bool, folder: bool) -> None:
         raise InputError(f"folder {str(parent)!r} for the {what} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"folder {str(parent)!r} for the {what} is not writable")
+    # the result is first written under a longer temporary name beside the target
+    longest = len(os.fsencode(_temporary(path).name))
+    try:
+        name_max = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if longest > name_max:
+        raise InputError(
+            f"{what} name {path.name[:40]!r}... is too long for this file system: "
+            f"use at most {name_max - (longest - len(os.fsencode(path.name)))} bytes"
+        )
+    # access() trusts permission bits; a read-only or full file system only shows when writing
+    try:
+        probe = _temporary(path)
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"cannot write in folder {str(parent)!r} for the {what}: {err.strerror or err}") from err
 
 
 def _check_paths(args: argparse.Namespace) -> None:
@@ -224,10 +252,15 @@ def cluster(args: argparse.Namespace) -> None:
             import scvi
 
             from . import model as models
+            from .data._validate import check_train_args
 
             _check_accelerator(args.accelerator)
-            adata = _read(args.input)
             model_cls = getattr(models, args.model.upper())
+            try:  # the checks train() makes, before any data are read
+                check_train_args(args.max_epochs, args.batch_size or model_cls._default_batch_size)
+            except ValueError as err:
+                raise InputError(f"{err} (--max-epochs, --batch-size)") from err
+            adata = _read(args.input)
             # "X" names adata.X unless the file has a layer of that name
             layer = None if args.layer == "X" and "X" not in adata.layers else args.layer
             where = "X" if layer is None else f"layer {layer!r}"

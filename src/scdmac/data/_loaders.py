@@ -52,7 +52,9 @@ class NeighborBatchSampler(Sampler):
         self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors), dtype=torch.long)
 
     def _n_batches(self) -> int:
-        return math.ceil(self.n_obs / self.batch_size)
+        n = math.ceil(self.n_obs / self.batch_size)
+        # a last batch of one cell joins the one before (a single cell has no batch statistics)
+        return n - 1 if n > 1 and self.n_obs % self.batch_size == 1 else n
 
     def __len__(self) -> int:
         world, _ = _world()
@@ -60,7 +62,10 @@ class NeighborBatchSampler(Sampler):
 
     def _batches(self) -> list[torch.Tensor]:
         order = torch.randperm(self.n_obs) if self.shuffle else torch.arange(self.n_obs)
-        return list(torch.split(order, self.batch_size))
+        batches = list(torch.split(order, self.batch_size))
+        if len(batches) > self._n_batches():
+            batches[-2:] = [torch.cat(batches[-2:])]
+        return batches
 
     def __iter__(self):
         world, rank = _world()

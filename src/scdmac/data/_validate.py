@@ -8,8 +8,17 @@ from anndata import AnnData
 
 
 def get_counts(adata: AnnData, layer: str | None):
-    """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error when the layer is missing."""
+    """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error when the layer is missing.
+
+    A backed ``X`` (``read_h5ad(..., backed="r")``) is refused: training reads random rows many
+    times, which a file on disk cannot serve; counts in an in-memory layer of a backed AnnData work.
+    """
     if layer is None:
+        if adata.isbacked:
+            raise ValueError(
+                f"adata.X is backed on disk ({adata.filename}): load it first with adata = adata.to_memory(), "
+                "or put the counts in an in-memory layer and pass layer=..."
+            )
         return adata.X
     if layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -92,4 +101,79 @@ def check_n_neighbors(n_neighbors: int, n_obs: int) -> None:
         raise ValueError(
             f"n_neighbors={n_neighbors} is not smaller than the number of cells ({n_obs}): "
             f"pass n_neighbors of at most {n_obs - 1}."
+        )
+
+
+def check_int(name: str, value, minimum: int) -> None:
+    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``; the message names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+
+
+def check_train_args(
+    max_epochs: int | None,
+    batch_size: int,
+    stages=None,
+    early_stopping_patience: int | None = None,
+    kmeans_n_init: int | None = None,
+) -> None:
+    """The checks of ``train()``'s arguments, run before any training (and by the CLI before reading data)."""
+    if max_epochs is not None:
+        check_int("max_epochs", max_epochs, 1)
+    # a minibatch of one cell has no batch statistics (SCDMAC's batch norm fails on it)
+    check_int("batch_size", batch_size, 2)
+    if early_stopping_patience is not None:
+        check_int("early_stopping_patience", early_stopping_patience, 1)
+    if kmeans_n_init is not None:
+        check_int("kmeans_n_init", kmeans_n_init, 1)
+    if stages is not None and not isinstance(stages, str) and len(list(stages)) == 0:
+        raise ValueError("stages=[] trains nothing: pass stages=None for all stages, or name the ones to run.")
+
+
+def check_indices(indices, n_obs: int) -> np.ndarray | None:
+    """``indices`` as an int64 array of row positions in ``[0, n_obs)`` (``None`` stays ``None``)."""
+    if indices is None:
+        return None
+    rows = np.asarray(indices)
+    if rows.dtype == bool:
+        if rows.shape != (n_obs,):
+            raise ValueError(f"A boolean mask of indices needs {n_obs} entries, got {rows.shape[0]}.")
+        return np.flatnonzero(rows)
+    if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
+        raise ValueError(f"indices must be a 1-D sequence of integer row positions, got {indices!r}.")
+    rows = rows.astype(np.int64)
+    bad = rows[(rows < 0) | (rows >= n_obs)]
+    if bad.size:
+        raise IndexError(
+            f"indices {bad[:5].tolist()} are outside the {n_obs} cells of the AnnData (valid: 0 to {n_obs - 1})."
+        )
+    return rows
+
+
+def check_modelled_genes(log_counts, n_genes: int) -> None:
+    """Refuse gene selections a model cannot learn from: fewer than two genes, or no variation between cells.
+
+    Parameters
+    ----------
+    log_counts
+        Log-normalised expression of the selected genes (cells × genes, dense or sparse).
+    n_genes
+        Number of selected genes.
+    """
+    if n_genes < 2:
+        raise ValueError(
+            f"Only {n_genes} gene with counts could be selected: the models need at least 2. Pass more genes "
+            "(n_top_genes ≥ 2, and a matrix with at least 2 detected genes)."
+        )
+    if sp.issparse(log_counts):
+        X = sp.csr_matrix(log_counts, dtype=np.float64)
+        mean, mean_sq = np.asarray(X.mean(axis=0)).ravel(), np.asarray(X.multiply(X).mean(axis=0)).ravel()
+    else:
+        dense = np.asarray(log_counts, dtype=np.float64)
+        mean, mean_sq = dense.mean(axis=0), (dense**2).mean(axis=0)
+    # relative: rounding leaves a tiny spread even between identical cells
+    if not (mean_sq - mean**2 > 1e-9 * np.maximum(mean_sq, 1e-12)).any():
+        raise ValueError(
+            "Every cell has the same normalised expression over the selected genes: there is nothing to "
+            "cluster. Check that adata holds the cells' counts (not copies of one cell)."
         )

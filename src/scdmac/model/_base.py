@@ -24,8 +24,18 @@ from .._constants import REGISTRY_KEYS
 from ..data._graph import CellGraph, knn, partition_cells
 from ..data._loaders import BatchKind, CellDataModule
 from ..data._preprocess import highly_variable_genes, library_size, log_normalize, pca
-from ..data._validate import check_counts, check_n_clusters, check_n_neighbors, get_counts
+from ..data._validate import (
+    check_counts,
+    check_indices,
+    check_int,
+    check_modelled_genes,
+    check_n_clusters,
+    check_n_neighbors,
+    check_train_args,
+    get_counts,
+)
 from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan
+from ._files import check_same_genes, check_save_target, check_saved_model, read_saved_var_names, write_checksum
 from ._n_clusters import estimate_n_clusters, leiden_at_k
 
 logger = logging.getLogger(__name__)
@@ -117,17 +127,23 @@ class DeepClusteringModel(BaseModelClass):
         With ``partition_size``, cells are also grouped for subgraph minibatches
         (:func:`~scdmac.data.partition_cells`) and the groups registered.
         """
+        if adata.is_view:
+            raise ValueError(
+                "adata is a view of another AnnData, and setup adds keys to it: make it an AnnData of its own "
+                "first, with adata = adata.copy()."
+            )
         counts = get_counts(adata, layer)
         check_counts(counts, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         check_n_neighbors(n_neighbors, adata.n_obs)
-        if n_top_genes < 1:
-            raise ValueError(f"n_top_genes must be positive, got {n_top_genes}.")
-        if partition_size is not None and partition_size < 1:
-            raise ValueError(f"partition_size must be positive, got {partition_size}.")
+        check_int("n_top_genes", n_top_genes, 2)
+        check_int("n_pcs", n_pcs, 1)
+        if partition_size is not None:
+            check_int("partition_size", partition_size, 2)
         seed = _seed()
         log_counts = log_normalize(counts)
         min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
         hvg = highly_variable_genes(log_counts, n_top_genes, gene_min_cells=min_cells)
+        check_modelled_genes(log_counts[:, hvg], int(hvg.sum()))
         pcs = pca(log_counts[:, hvg], n_pcs, random_state=seed)
         indices, _ = knn(pcs, n_neighbors, metric=metric or cls._graph_metric, random_state=seed)
 
@@ -135,7 +151,8 @@ class DeepClusteringModel(BaseModelClass):
         adata.obsm[cls.neighbors_key()] = indices
         adata.obs[cls.indices_key()] = np.arange(adata.n_obs)
         fields = [
-            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
+            # no data-format correction: scvi-tools would replace a Fortran-ordered X by a copy in place
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True, correct_data_format=False),
             ObsmField(REGISTRY_KEYS.NEIGHBORS_KEY, cls.neighbors_key()),
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, cls.indices_key()),
         ]
@@ -274,6 +291,13 @@ class DeepClusteringModel(BaseModelClass):
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
         """
+        check_train_args(
+            max_epochs,
+            self._default_batch_size if batch_size is None else batch_size,
+            stages,
+            early_stopping_patience,
+            kmeans_n_init,
+        )
         selected = self._select_stages(stages)
         for stage in selected:
             self.module.check_stage(stage.name)
@@ -281,8 +305,6 @@ class DeepClusteringModel(BaseModelClass):
         if cluster_init not in ("kmeans", "leiden"):
             raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
         batch_size = self._default_batch_size if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         steps = dict(stage_steps or {})
         if set(steps) - {stage.name for stage in selected}:
             raise ValueError(
@@ -391,8 +413,9 @@ class DeepClusteringModel(BaseModelClass):
     ) -> list[np.ndarray]:
         """Concatenate the outputs ``keys`` of ``fn(counts)`` over minibatches of cells, in eval mode."""
         adata = self._validate_anndata(adata)
+        rows = check_indices(indices, adata.n_obs)
         loader = self._make_data_loader(
-            adata=adata, indices=indices, batch_size=batch_size or 1024, data_and_attributes=[REGISTRY_KEYS.X_KEY]
+            adata=adata, indices=rows, batch_size=batch_size or 1024, data_and_attributes=[REGISTRY_KEYS.X_KEY]
         )
         was_training = self.module.training
         self.module.eval()
@@ -404,6 +427,16 @@ class DeepClusteringModel(BaseModelClass):
                     out[k].append(res[k].cpu().numpy())
         self.module.train(was_training)
         return [np.concatenate(out[k]).astype(np.float32) for k in keys]
+
+    def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
+        # scvi-tools would try to transfer this model's setup and fail on a private key; say what to do
+        if adata is not None and adata is not self.adata and self.neighbors_key() not in adata.obsm:
+            name = type(self).__name__
+            raise ValueError(
+                f"This AnnData was not set up for {name}: run {name}.setup_anndata(adata, ...) on it first, with "
+                "the arguments used for the training data (and the same genes in the same order)."
+            )
+        return super()._validate_anndata(adata, copy_if_view)
 
     def _embed_all(self) -> torch.Tensor:
         return torch.from_numpy(self._collect(None, None, None, ["z"])[0])
@@ -514,6 +547,84 @@ class DeepClusteringModel(BaseModelClass):
         adata.obsm[self.latent_key] = z
         adata.obsm[self.soft_key] = q
         adata.obs[self.cluster_key] = pd.Categorical(labels.astype(str), categories=[str(k) for k in np.unique(labels)])
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save(
+        self,
+        dir_path: str,
+        prefix: str | None = None,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        save_kwargs: dict | None = None,
+        **anndata_write_kwargs,
+    ) -> None:
+        """Save the model to a folder (scvi-tools' format), with a SHA-256 checksum of the weights.
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write (created).
+        prefix
+            Prefix of the file names.
+        overwrite
+            Replace an existing folder.
+        save_anndata
+            Also write the training AnnData.
+        save_kwargs, **anndata_write_kwargs
+            Passed to :func:`torch.save` and :meth:`anndata.AnnData.write_h5ad`.
+        """
+        check_save_target(dir_path)
+        super().save(
+            dir_path,
+            prefix=prefix,
+            overwrite=overwrite,
+            save_anndata=save_anndata,
+            save_kwargs=save_kwargs,
+            **anndata_write_kwargs,
+        )
+        write_checksum(dir_path, prefix)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        backup_url: str | None = None,
+    ):
+        """Load a model saved by :meth:`save`, after checking the folder, the checksum and the genes.
+
+        Loading unpickles the saved file (scvi-tools' format stores more than tensors), which can run
+        code: load only models from sources you trust. The checksum detects damage, not tampering.
+
+        Parameters
+        ----------
+        dir_path
+            Folder written by :meth:`save`.
+        adata
+            AnnData with exactly the training genes in the same order (default: the AnnData saved
+            with the model).
+        accelerator, device
+            Where to put the model.
+        prefix
+            Prefix the files were saved with.
+        backup_url
+            URL to download ``model.pt`` from when the folder lacks it.
+
+        Returns
+        -------
+        The loaded model.
+        """
+        if backup_url is None:
+            path = check_saved_model(dir_path, prefix, cls.__name__)
+            saved_genes = read_saved_var_names(path, cls.__name__)  # also: is it readable at all
+            if adata is not None:
+                check_same_genes(adata, saved_genes)
+        return super().load(
+            dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, backup_url=backup_url
+        )
 
     def __repr__(self) -> str:
         status = "trained" if self.is_trained_ else "not trained"

@@ -13,6 +13,7 @@ from scvi.utils import setup_anndata_dsp
 
 from .._constants import REGISTRY_KEYS
 from ..data._preprocess import log_moments
+from ..data._validate import check_indices
 from ..module._scdsec import SCDSECModule
 from ..train import Stage
 from ._base import DeepClusteringModel
@@ -212,5 +213,6 @@ class SCDSEC(DeepClusteringModel):
         with torch.inference_mode():
             out = self.module.embed(x_log.to(device), adj)
         self.module.train(was_training)
-        rows = slice(None) if indices is None else np.asarray(indices)
+        checked = check_indices(indices, adata.n_obs)
+        rows = slice(None) if checked is None else checked
         return [out[k].cpu().numpy()[rows].astype(np.float32) for k in keys]

@@ -97,6 +97,8 @@ def _run(
     for key in ("latent_key", "cluster_key", "soft_key"):
         if key in model_kwargs:
             raise ValueError(f"Pass key_added instead of model_kwargs[{key!r}]: tl functions write under key_added.")
+    if copy and adata.isbacked:
+        raise ValueError("copy=True needs an AnnData in memory: pass adata.to_memory(), or copy=False.")
     # a working AnnData sharing the counts: setup's registry and graph keys never reach the user's object
     work = AnnData(X=get_counts(adata, layer), obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
     with _seeded(random_state):

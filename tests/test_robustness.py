@@ -1,0 +1,196 @@
+"""Regression tests of inputs that once crashed inside a library, gave silent wrong results or changed the data."""
+
+from __future__ import annotations
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scvi
+
+import scdmac
+from scdmac.data import NeighborBatchSampler
+from scdmac.model import SCDMAC, SCDSEC
+
+from .conftest import FAST_TRAIN
+
+ONE_EPOCH = {**FAST_TRAIN, "max_epochs": 1}
+
+
+# ---- minibatches never hold one cell ----------------------------------------------------------------
+@pytest.mark.parametrize(("n_obs", "sizes"), [(257, [257]), (513, [256, 257]), (512, [256, 256]), (258, [256, 2])])
+def test_a_last_batch_of_one_cell_joins_the_one_before(n_obs, sizes):
+    batches = list(NeighborBatchSampler(n_obs, 256, shuffle=True))
+    assert sorted(len(b) for b in batches) == sorted(sizes) and len(batches) == len(NeighborBatchSampler(n_obs, 256))
+    assert sorted(c for b in batches for c in b) == list(range(n_obs))
+
+
+def test_257_cells_train_with_the_default_batch_size():
+    adata = scdmac.data.simulate(n_cells=257, n_genes=60, n_clusters=3, seed=0)
+    SCDMAC.setup_anndata(adata)
+    SCDMAC(adata, n_clusters=3).train(max_epochs=1, enable_progress_bar=False)
+    assert adata.obs["scdmac_cluster"].shape == (257,)
+
+
+# ---- gene selections a model cannot learn from ------------------------------------------------------
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [({"n_top_genes": 1}, "n_top_genes must be an integer of at least 2"), ({"n_pcs": 0}, "n_pcs must be")],
+)
+def test_bad_setup_numbers(small, setup, match):
+    with pytest.raises(ValueError, match=match):
+        SCDMAC.setup_anndata(small, **setup)
+
+
+def test_one_detected_gene_is_refused(small):
+    one = small[:, :3].copy()
+    one.X = sp.csr_matrix(np.c_[np.ones(300), np.zeros((300, 2))])
+    with pytest.raises(ValueError, match="Only 1 gene"):
+        SCDMAC.setup_anndata(one)
+
+
+@pytest.mark.parametrize("model_cls", [SCDMAC, SCDSEC])
+def test_identical_cells_are_refused(small, model_cls):
+    same = small.copy()
+    same.X = sp.csr_matrix(np.tile(small.X[0].toarray(), (300, 1)))
+    with pytest.raises(ValueError, match="same normalised expression"):
+        model_cls.setup_anndata(same)
+
+
+# ---- backed files -----------------------------------------------------------------------------------
+def test_backed_x_is_refused_but_an_in_memory_layer_trains(small, tmp_path):
+    path = tmp_path / "counts.h5ad"
+    small.write_h5ad(path)
+    before = path.read_bytes()
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(ValueError, match="backed on disk.*to_memory"):
+        SCDMAC.setup_anndata(backed)
+    with pytest.raises(ValueError, match="to_memory"):
+        scdmac.tl.scdmac(backed, 3, layer="counts", train_kwargs=ONE_EPOCH, copy=True)
+    SCDMAC.setup_anndata(backed, layer="counts")
+    SCDMAC(backed, n_clusters=3).train(**ONE_EPOCH)
+    assert backed.obs["scdmac_cluster"].shape == (300,)
+    backed.file.close()
+    assert path.read_bytes() == before  # the file on disk is never written
+
+
+# ---- indices and AnnData objects that were not set up -------------------------------------------------
+def test_indices_out_of_range_name_the_valid_range(trained):
+    with pytest.raises(IndexError, match=r"indices \[303\] are outside the 300 cells"):
+        trained.predict(indices=[0, 303])
+    with pytest.raises(ValueError, match="integer row positions"):
+        trained.get_latent_representation(indices=[0.5])
+    mask = np.zeros(300, dtype=bool)
+    mask[[2, 4]] = True
+    assert (trained.predict(indices=mask) == trained.predict()[[2, 4]]).all()
+
+
+def test_predict_on_an_anndata_that_was_not_set_up(trained, small):
+    with pytest.raises(ValueError, match=r"not set up for SCDMAC: run SCDMAC.setup_anndata"):
+        trained.predict(adata=small)
+
+
+# ---- save and load -------------------------------------------------------------------------------------
+def test_save_into_a_file_path_is_refused(trained, tmp_path):
+    target = tmp_path / "model"
+    target.write_text("not a folder")
+    with pytest.raises(ValueError, match="is a file"):
+        trained.save(target, overwrite=True)
+
+
+def test_load_names_missing_folders_and_files(trained, tmp_path):
+    with pytest.raises(FileNotFoundError, match="folder does not exist"):
+        SCDMAC.load(tmp_path / "nowhere", adata=trained.adata)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no model.pt"):
+        SCDMAC.load(tmp_path / "empty", adata=trained.adata)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_middle"])
+def test_damaged_weights_are_refused_by_the_checksum(trained, tmp_path, damage):
+    trained.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.pt"
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2 : len(data) // 2 + 64] = np.random.default_rng(0).bytes(64)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match the checksum"):
+        SCDMAC.load(tmp_path / "m", adata=trained.adata)
+    # without its checksum file, a truncated file is still named as unreadable
+    (tmp_path / "m" / "model.pt.sha256").unlink()
+    if damage == "truncate":
+        with pytest.raises(ValueError, match="truncated, damaged or not a model"):
+            SCDMAC.load(tmp_path / "m", adata=trained.adata)
+
+
+def test_load_refuses_reordered_or_other_genes(trained, tmp_path):
+    trained.save(tmp_path / "m")
+    reordered = trained.adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="another order"):
+        SCDMAC.load(tmp_path / "m", adata=reordered)
+    renamed = trained.adata.copy()
+    renamed.var_names = [f"other{i}" for i in range(renamed.n_vars)]
+    with pytest.raises(ValueError, match=r"genes differ from the model's .*missing"):
+        SCDMAC.load(tmp_path / "m", adata=renamed)
+    loaded = SCDMAC.load(tmp_path / "m", adata=trained.adata)
+    assert (loaded.predict() == trained.predict()).all()
+
+
+# ---- the user's data is never changed ------------------------------------------------------------------
+def _copy(matrix):
+    return matrix.copy() if sp.issparse(matrix) else np.array(matrix, copy=True, order="K")
+
+
+def _snapshot(adata: ad.AnnData) -> dict:
+    return {
+        "X_id": id(adata.X),
+        "X": _copy(adata.X),
+        "layers": {k: (id(v), _copy(v)) for k, v in adata.layers.items()},
+        "obs": adata.obs.copy(),
+        "var": adata.var.copy(),
+        "obsm": set(adata.obsm),
+        "uns": copy.deepcopy({k: v for k, v in adata.uns.items() if not k.startswith("_scvi")}),
+    }
+
+
+def _same(a, b) -> bool:
+    if sp.issparse(a):
+        return sp.issparse(b) and a.format == b.format and (a != b).nnz == 0
+    return isinstance(b, np.ndarray) and a.flags.f_contiguous == b.flags.f_contiguous and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("fmt", ["dense_c", "dense_f", "csr", "csc"])
+@pytest.mark.parametrize("model_cls", [SCDMAC, SCDSEC])
+def test_only_documented_keys_are_added(small, fmt, model_cls):
+    dense = small.layers["counts"].toarray()
+    matrix = {
+        "dense_c": np.ascontiguousarray(dense),
+        "dense_f": np.asfortranarray(dense),
+        "csr": sp.csr_matrix(dense),
+        "csc": sp.csc_matrix(dense),
+    }[fmt]
+    adata = ad.AnnData(X=matrix, obs=small.obs.copy(), var=small.var.copy(), layers={"counts": matrix.copy()})
+    before = _snapshot(adata)
+    scvi.settings.seed = 0
+    model_cls.setup_anndata(adata, layer="counts")
+    model_cls(adata, n_clusters=3).train(**ONE_EPOCH)
+    prefix = model_cls._prefix
+    assert id(adata.X) == before["X_id"] and _same(before["X"], adata.X)
+    for key, (obj_id, value) in before["layers"].items():
+        assert id(adata.layers[key]) == obj_id and _same(value, adata.layers[key])
+    new_obs = {f"{prefix}_cluster", f"_{prefix}_indices"} | ({f"_{prefix}_partition"} if prefix == "scdsec" else set())
+    assert set(adata.obs) - set(before["obs"]) == new_obs
+    assert adata.obs[list(before["obs"])].equals(before["obs"])
+    assert set(adata.var) - set(before["var"]) == {f"{prefix}_hvg"}
+    assert set(adata.obsm) - before["obsm"] == {f"X_{prefix}", f"{prefix}_soft", f"_{prefix}_neighbors"}
+
+
+def test_views_are_refused_with_the_fix(small):
+    view = small[:200]
+    with pytest.raises(ValueError, match=r"adata.copy\(\)"):
+        SCDMAC.setup_anndata(view, layer="counts")
+    assert view.is_view
