@@ -70,7 +70,7 @@ def test_cluster_writes_the_api_keys(counts_file, tmp_path, capsys, model):
     assert f"{model}_hvg" in result.var and f"_{model}_neighbors" in result.obsm
     assert counts_file.read_bytes() == before
     assert _files(tmp_path) == ["in.h5ad", "model", "out.h5ad"]
-    assert _files(saved) == ["model.pt"]
+    assert _files(saved) == ["model.pt", "model.pt.sha256"]
     loaded = getattr(scdmac.model, model.upper()).load(saved, adata=result)
     assert (loaded.predict() == result.obs[f"{model}_cluster"].astype(int).to_numpy()).all()
 
@@ -214,3 +214,43 @@ def test_console_entry_points(tmp_path):
     rc, out, err = done["error"]  # through the installed script when there is one
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [f"scdmac: error: input file {str(tmp_path / 'nope.h5ad')!r} not found"]
+
+
+def test_resume_continues_an_interrupted_run(counts_file, tmp_path, monkeypatch):
+    from scdmac.train import StagePlan
+
+    reference = tmp_path / "ref.h5ad"
+    assert main(["cluster", str(counts_file), str(reference), *FAST, "--no-progress"]) == 0
+    original = StagePlan.on_train_start
+
+    def crash_at_cluster(self):
+        if self.stage.name == "cluster":
+            raise RuntimeError("killed")
+        original(self)
+
+    monkeypatch.setattr(StagePlan, "on_train_start", crash_at_cluster)
+    out = tmp_path / "o.h5ad"
+    with pytest.raises(RuntimeError, match="killed"):
+        main(["cluster", str(counts_file), str(out), *FAST, "--no-progress", "--resume", str(tmp_path / "ckpt")])
+    assert not out.exists() and (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(StagePlan, "on_train_start", original)
+    assert (
+        main(["cluster", str(counts_file), str(out), *FAST, "--no-progress", "--resume", str(tmp_path / "ckpt")]) == 0
+    )
+    got, expected = ad.read_h5ad(out), ad.read_h5ad(reference)
+    assert (got.obs["scdmac_cluster"].to_numpy() == expected.obs["scdmac_cluster"].to_numpy()).all()
+
+
+def test_ctrl_c_during_training_exits_130_and_leaves_nothing(counts_file, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from scdmac.train import StagePlan
+
+    def interrupt(self):
+        raise KeyboardInterrupt  # what Ctrl-C raises inside Lightning's fit
+
+    monkeypatch.setattr(StagePlan, "on_train_start", interrupt)
+    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), *FAST]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "scdmac: error: interrupted"
+    assert _files(tmp_path) == ["in.h5ad"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

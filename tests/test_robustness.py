@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import scvi
+import torch
+from lightning.pytorch.callbacks import Callback
 
 import scdmac
 from scdmac.data import NeighborBatchSampler
@@ -194,3 +196,56 @@ def test_views_are_refused_with_the_fix(small):
     with pytest.raises(ValueError, match=r"adata.copy\(\)"):
         SCDMAC.setup_anndata(view, layer="counts")
     assert view.is_view
+
+
+# ---- interrupted runs resume ------------------------------------------------------------------------------
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtStage(Callback):
+    """Fails a run when the named stage starts (as a killed process would, after the stages before)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_train_start(self, trainer, pl_module):
+        if pl_module.stage.name == self.stage:
+            raise _Crash(self.stage)
+
+
+@pytest.mark.parametrize(("model_cls", "crash_at"), [(SCDMAC, "cluster"), (SCDMAC, "mask"), (SCDSEC, "cluster")])
+def test_a_run_killed_part_way_resumes_to_the_same_labels(small, tmp_path, model_cls, crash_at):
+    kwargs = {"hidden_widths": (32, 32, 64)} if model_cls is SCDSEC else {}
+
+    def fresh():
+        adata = small.copy()
+        scvi.settings.seed = 0
+        model_cls.setup_anndata(adata, layer="counts")
+        return model_cls(adata, n_clusters=3, **kwargs)
+
+    reference = fresh()
+    reference.train(**FAST_TRAIN)
+    expected = reference.predict()
+
+    first = fresh()
+    with pytest.raises(_Crash):
+        first.train(checkpoint_dir=tmp_path / "ckpt", callbacks=[_CrashAtStage(crash_at)], **FAST_TRAIN)
+    assert (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+
+    # a new process would start from a fresh model on the same data and settings
+    resumed = fresh()
+    torch.manual_seed(123)  # the checkpoint's random states replace whatever the process holds
+    resumed.train(checkpoint_dir=tmp_path / "ckpt", **FAST_TRAIN)
+    assert (resumed.predict() == expected).all()
+    assert list(resumed.history) == list(reference.history)
+    assert not (tmp_path / "ckpt" / "checkpoint.pt").exists()  # removed once the run completed
+
+
+def test_a_checkpoint_of_other_settings_is_refused(small, tmp_path):
+    SCDMAC.setup_anndata(small, layer="counts")
+    model = SCDMAC(small, n_clusters=3)
+    with pytest.raises(_Crash):
+        model.train(checkpoint_dir=tmp_path, callbacks=[_CrashAtStage("mask")], **FAST_TRAIN)
+    with pytest.raises(ValueError, match="other settings"):
+        SCDMAC(small, n_clusters=3).train(checkpoint_dir=tmp_path, **{**FAST_TRAIN, "lr": 1e-2})

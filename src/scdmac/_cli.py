@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -102,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how the clustering stage places its centres (default: the model's)",
     )
     cluster.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model")
+    cluster.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep a checkpoint in DIR after each stage; the same command again continues an interrupted run",
+    )
     cluster.add_argument("--overwrite", action="store_true", help="replace OUT (and --save-model DIR) if present")
     cluster.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar and stage lines (errors and summary stay)"
@@ -158,6 +166,11 @@ def _check_paths(args: argparse.Namespace) -> None:
     _check_target(args.output, "output", args.overwrite, folder=False)
     if args.save_model is not None:
         _check_target(args.save_model, "--save-model folder", args.overwrite, folder=True)
+    if args.resume is not None:
+        if args.resume.exists() and not args.resume.is_dir():
+            raise InputError(f"--resume {str(args.resume)!r} is a file, not a folder")
+        if not args.resume.parent.is_dir():
+            raise InputError(f"folder {str(args.resume.parent)!r} for --resume does not exist")
 
 
 def _check_accelerator(name: str) -> None:
@@ -278,7 +291,9 @@ def cluster(args: argparse.Namespace) -> None:
                     message += " On the command line: --layer NAME picks the layer; without it, X is used."
                 raise InputError(message) from err
             _say(progress, f"training {model_cls.__name__} on {args.accelerator}")
-            trained.train(accelerator=args.accelerator, enable_progress_bar=progress, **train)
+            trained.train(
+                accelerator=args.accelerator, enable_progress_bar=progress, checkpoint_dir=args.resume, **train
+            )
 
             _say(progress, f"writing {args.output}")
             tmp_output = _temporary(args.output)
@@ -326,7 +341,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         _error(str(err))
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C during a fit into SystemExit(1) and ignores SIGINT from then on
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         _error("interrupted")
         return EXIT_INTERRUPTED
     return 0

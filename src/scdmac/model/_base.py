@@ -8,6 +8,7 @@ import warnings
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -35,7 +36,16 @@ from ..data._validate import (
     get_counts,
 )
 from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan
-from ._files import check_same_genes, check_save_target, check_saved_model, read_saved_var_names, write_checksum
+from ._files import (
+    check_same_genes,
+    check_save_target,
+    check_saved_model,
+    read_checkpoint,
+    read_saved_var_names,
+    remove_checkpoint,
+    write_checkpoint,
+    write_checksum,
+)
 from ._n_clusters import estimate_n_clusters, leiden_at_k
 
 logger = logging.getLogger(__name__)
@@ -238,6 +248,7 @@ class DeepClusteringModel(BaseModelClass):
         early_stopping_rel_delta: float = 1e-3,
         kmeans_n_init: int = 20,
         stage_steps: dict[str, int] | None = None,
+        checkpoint_dir: str | Path | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train the stages in order, then write the results into the AnnData.
@@ -288,6 +299,11 @@ class DeepClusteringModel(BaseModelClass):
             k-means restarts when the clustering stage places its centres.
         stage_steps
             Default optimiser steps of the named stages, e.g. ``{"cluster": 500}`` (others keep theirs).
+        checkpoint_dir
+            Keep a checkpoint here after each finished stage (weights, history, random states). If the
+            folder holds the checkpoint of an interrupted run with the same settings and data, training
+            resumes after its last finished stage, to the same result as an uninterrupted run; the
+            checkpoint is removed when the run completes.
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
         """
@@ -321,7 +337,17 @@ class DeepClusteringModel(BaseModelClass):
         user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         n_obs = self.adata.n_obs
         plan: StagePlan | None = None
+        finished: list[str] = []
+        if checkpoint_dir is not None:
+            run = self._run_description(selected, locals())
+            state = read_checkpoint(checkpoint_dir, run)
+            if state is not None:
+                self.module.load_state_dict(state["module"])
+                self.history_, finished = state["history"], state["finished"]
+                logger.info("Resuming %s after stage(s) %s.", type(self).__name__, finished)
         for stage in selected:
+            if stage.name in finished:
+                continue
             if stage.name in steps:
                 stage = replace(stage, steps=steps[stage.name])
             epochs = max_epochs or stage.default_epochs(n_obs, batch_size)
@@ -341,10 +367,42 @@ class DeepClusteringModel(BaseModelClass):
                     )
             logger.info("%s stage %r: up to %d epochs", type(self).__name__, stage.name, epochs)
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **trainer_kwargs)
+            finished.append(stage.name)
+            if checkpoint_dir is not None:
+                write_checkpoint(checkpoint_dir, run, finished, self.module.state_dict(), self.history_)
+        if checkpoint_dir is not None:
+            remove_checkpoint(checkpoint_dir)
         if self.module.cluster_head.n_clusters > 0:
             self.write_results()
             if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
                 self._warn_lost_clusters(plan.min_cluster_size)
+
+    def _run_description(self, stages: list[Stage], train_args: dict) -> str:
+        """What a checkpoint must match to be resumed: model settings, data size, stages and train arguments."""
+        keep = (
+            "max_epochs",
+            "batch_size",
+            "lr",
+            "cluster_lr",
+            "early_stopping",
+            "tol",
+            "cluster_init",
+            "plan_kwargs",
+            "early_stopping_patience",
+            "early_stopping_rel_delta",
+            "kmeans_n_init",
+            "stage_steps",
+        )
+        return repr(
+            (
+                type(self).__name__,
+                self.adata.shape,
+                self.init_params_,
+                [stage.name for stage in stages],
+                {k: train_args[k] for k in keep},
+                settings.seed,
+            )
+        )
 
     def _run_stage(
         self,

@@ -98,3 +98,83 @@ def check_same_genes(adata: AnnData, saved: np.ndarray) -> None:
         f"(e.g. {missing[:3]}) and {len(extra)} not in the model (e.g. {extra[:3]}). Load onto an AnnData "
         "with exactly the training genes, in the same order."
     )
+
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def _random_states() -> dict:
+    import random
+
+    import torch
+
+    states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_random_states(states: dict) -> None:
+    import random
+
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def write_checkpoint(
+    folder: str | Path, run: str, finished: list[str], module_state: dict, history: dict | None
+) -> None:
+    """After a finished stage: the weights, history and random states, replaced atomically.
+
+    Parameters
+    ----------
+    folder
+        The checkpoint folder (created).
+    run
+        A description of the run's settings; a checkpoint resumes only the same run.
+    finished
+        Names of the stages done so far.
+    module_state, history
+        The module's state dict and the model's history.
+    """
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
+    state = {"run": run, "finished": list(finished), "module": module_state, "history": history}
+    torch.save({**state, "random": _random_states()}, tmp)
+    tmp.replace(folder / CHECKPOINT_FILE)  # a crash while writing leaves the previous checkpoint whole
+
+
+def read_checkpoint(folder: str | Path, run: str) -> dict | None:
+    """The checkpoint of this run in ``folder`` (random states restored), or ``None`` when there is none.
+
+    A checkpoint written by a run with other settings is refused rather than silently mixed in.
+    """
+    import torch
+
+    path = Path(folder) / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a damaged file
+        raise ValueError(f"Cannot read the checkpoint {path} ({type(err).__name__}): delete it to start over.") from err
+    if state.get("run") != run:
+        raise ValueError(
+            f"The checkpoint in {str(folder)!r} comes from a run with other settings or data; pass another "
+            "checkpoint folder, or delete it to start over."
+        )
+    _restore_random_states(state["random"])
+    return state
+
+
+def remove_checkpoint(folder: str | Path) -> None:
+    """Drop the checkpoint once the run it belongs to has finished."""
+    (Path(folder) / CHECKPOINT_FILE).unlink(missing_ok=True)
