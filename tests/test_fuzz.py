@@ -3,7 +3,7 @@
 For any generated input, setup + training + outputs either succeed with the documented shapes and
 finite values, or raise an exception from scdmac's own code (not from deep inside torch, scikit-learn
 or scvi-tools) with a message; the input AnnData is never changed. CI runs a small budget
-(``SCDMAC_FUZZ_EXAMPLES``, default 15 per model, the same cases each run); raise it, and set
+(``SCDMAC_FUZZ_EXAMPLES``, default 30 per test, the same cases each run); raise it, and set
 ``SCDMAC_FUZZ_SEED`` for a fresh search, to look further::
 
     SCDMAC_FUZZ_EXAMPLES=200 SCDMAC_FUZZ_SEED=7 python -m pytest -m fuzz tests/test_fuzz.py
@@ -30,7 +30,7 @@ from scdmac.model import SCDMAC, SCDSEC
 pytestmark = pytest.mark.fuzz
 
 PACKAGE = Path(scdmac.__file__).resolve().parent
-EXAMPLES = int(os.environ.get("SCDMAC_FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("SCDMAC_FUZZ_EXAMPLES", "30"))
 #: unset: the same derandomized cases on every run; a number: a fresh search from that seed
 SEARCH_SEED = os.environ.get("SCDMAC_FUZZ_SEED")
 SMALL = {SCDMAC: {"n_hidden": 16, "n_latent": 4, "n_bottleneck": 8}, SCDSEC: {"hidden_widths": (16, 16, 32)}}

@@ -155,3 +155,14 @@ def test_agreement_table_normalisation():
     assert counts.to_numpy().sum() == 5
     with pytest.raises(ValueError, match="normalize"):
         _agreement_table(clusters, reference, "rows")
+
+
+def test_assignment_confidence_follows_the_model_that_wrote_the_keys(results):
+    sec_only = results.copy()
+    sec_only.obsm["scdsec_soft"] = sec_only.obsm.pop("scdmac_soft")[:, ::-1]
+    ax = scdmac.pl.assignment_confidence(sec_only)  # no soft_key: the SCDSEC result is found
+    assert ax.get_title() == "largest soft assignment (scdsec_soft)"
+    both = results.copy()
+    both.obsm["scdsec_soft"] = both.obsm["scdmac_soft"]
+    with pytest.raises(ValueError, match="two models"):
+        scdmac.pl.assignment_confidence(both)

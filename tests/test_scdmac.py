@@ -265,3 +265,9 @@ def test_stage_steps_set_the_default_budget(small):
     model.train(stages="denoise", stage_steps={"denoise": 30}, batch_size=128, enable_progress_bar=False)
     assert len(model.history["denoise_loss"]) == 10
     assert [s.name for s in model.stages] == ["denoise", "mask", "cluster"]
+
+
+def test_view_anndata_setup(trained, capsys):
+    trained.view_anndata_setup()
+    shown = capsys.readouterr().out
+    assert "_scdmac_neighbors" in shown and "Summary Stat" in shown

@@ -181,4 +181,8 @@ def test_model_warns_when_clusters_are_lost(trained):
     model.write_results()  # into the deep copy's own AnnData
     with pytest.warns(UserWarning, match=r"kept 2 of the 3 clusters"):
         model._warn_lost_clusters(min_size=2)
+    # the emptied cluster stays a category: categories match the soft matrix's columns
+    labels = model.adata.obs["scdmac_cluster"]
+    assert list(labels.cat.categories) == ["0", "1", "2"] and (labels == "2").sum() == 0
+    assert model.adata.obsm["scdmac_soft"].shape[1] == 3
     assert trained.adata.obs["scdmac_cluster"].nunique() == 3  # the shared model is untouched

@@ -13,6 +13,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+# scvi-tools 1.4's AnnDataManager.view_registry calls rich.pretty without importing it (rich 15 no
+# longer imports it on the way): importing it here makes model.view_anndata_setup() work
+import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
 from scvi import settings
@@ -596,7 +600,8 @@ class DeepClusteringModel(BaseModelClass):
     def write_results(self, adata: AnnData | None = None) -> None:
         """Write embedding, labels and soft assignments into ``adata`` under the model's keys.
 
-        ``obsm[latent_key]`` (float32), ``obs[cluster_key]`` (categorical of strings) and
+        ``obsm[latent_key]`` (float32), ``obs[cluster_key]`` (categorical of the strings ``"0"`` …
+        ``"k-1"``, every cluster a category even when it holds no cell) and
         ``obsm[soft_key]`` (cells × clusters). :meth:`train` calls this for the training data.
         """
         adata = self._validate_anndata(adata)
@@ -604,7 +609,9 @@ class DeepClusteringModel(BaseModelClass):
         labels = q.argmax(1)
         adata.obsm[self.latent_key] = z
         adata.obsm[self.soft_key] = q
-        adata.obs[self.cluster_key] = pd.Categorical(labels.astype(str), categories=[str(k) for k in np.unique(labels)])
+        # every cluster is a category, even one that holds no cell: categories match the soft columns
+        categories = [str(k) for k in range(q.shape[1])]
+        adata.obs[self.cluster_key] = pd.Categorical(labels.astype(str), categories=categories)
 
     # ---- files ---------------------------------------------------------------------------------
     def save(

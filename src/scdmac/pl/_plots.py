@@ -160,7 +160,7 @@ def training_curves(
 def assignment_confidence(
     adata: AnnData,
     basis: str = "umap",
-    soft_key: str = "scdmac_soft",
+    soft_key: str | None = None,
     *,
     show: bool | None = None,
     save: str | Path | None = None,
@@ -178,7 +178,8 @@ def assignment_confidence(
     basis
         Embedding to draw on (``"umap"`` reads ``obsm["X_umap"]``).
     soft_key
-        Soft assignments written by the model (``"scdmac_soft"`` or ``"scdsec_soft"`` by default).
+        Soft assignments written by a model; by default the one of ``"scdmac_soft"`` and
+        ``"scdsec_soft"`` that ``adata`` holds (name it when it holds both).
     {show_save_ax}
         Axes to draw into (default: a new figure).
     **kwargs
@@ -201,6 +202,11 @@ def assignment_confidence(
     key = f"X_{basis}"
     if key not in adata.obsm:
         raise KeyError(f"adata.obsm has no {key!r}: compute the embedding first (e.g. sc.tl.{basis}(adata)).")
+    if soft_key is None:
+        written = [k for k in ("scdmac_soft", "scdsec_soft") if k in adata.obsm]
+        if len(written) > 1:
+            raise ValueError(f"adata holds the soft assignments of two models {written}: pass soft_key=...")
+        soft_key = written[0] if written else "scdmac_soft"
     if soft_key not in adata.obsm:
         raise KeyError(
             f"adata.obsm has no {soft_key!r}: train a model on this AnnData first "
