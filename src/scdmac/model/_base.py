@@ -311,9 +311,10 @@ class DeepClusteringModel(BaseModelClass):
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
         """
+        batch_size = self._default_batch_size if batch_size is None else batch_size
         check_train_args(
             max_epochs,
-            self._default_batch_size if batch_size is None else batch_size,
+            batch_size,
             stages,
             early_stopping_patience,
             kmeans_n_init,
@@ -324,7 +325,6 @@ class DeepClusteringModel(BaseModelClass):
         cluster_init = cluster_init or self._cluster_init
         if cluster_init not in ("kmeans", "leiden"):
             raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
-        batch_size = self._default_batch_size if batch_size is None else batch_size
         steps = dict(stage_steps or {})
         if set(steps) - {stage.name for stage in selected}:
             raise ValueError(
@@ -332,12 +332,12 @@ class DeepClusteringModel(BaseModelClass):
                 f"train: choose from {[s.name for s in selected]}."
             )
         plan_kwargs = dict(plan_kwargs or {})
-        unknown = set(plan_kwargs) - _plan_args(StagePlan) - _plan_args(ClusterPlan)
+        # the clustering plan is a stage plan too: it takes both plans' arguments
+        stage_args = _plan_args(StagePlan)
+        cluster_args = stage_args | _plan_args(ClusterPlan)
+        unknown = set(plan_kwargs) - cluster_args
         if unknown:
-            raise ValueError(
-                f"Unknown plan_kwargs {sorted(unknown)}: the plans take "
-                f"{sorted(_plan_args(StagePlan) | _plan_args(ClusterPlan))}."
-            )
+            raise ValueError(f"Unknown plan_kwargs {sorted(unknown)}: the plans take {sorted(cluster_args)}.")
         user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         n_obs = self.adata.n_obs
         plan: StagePlan | None = None
@@ -358,12 +358,11 @@ class DeepClusteringModel(BaseModelClass):
             callbacks = list(user_callbacks)
             if stage.clustering:
                 self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
-                # the clustering plan is a stage plan too: it takes both plans' arguments
-                args = {k: v for k, v in plan_kwargs.items() if k in _plan_args(ClusterPlan) | _plan_args(StagePlan)}
+                args = {k: v for k, v in plan_kwargs.items() if k in cluster_args}
                 args.setdefault("seed", _seed())
                 plan = ClusterPlan(self.module, stage, self._embed_all, tol=tol, lr=cluster_lr, **args)
             else:
-                args = {k: v for k, v in plan_kwargs.items() if k in _plan_args(StagePlan)}
+                args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
                 plan = StagePlan(self.module, stage, lr=lr, **args)
                 if early_stopping:
                     callbacks.append(

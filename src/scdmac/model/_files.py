@@ -56,8 +56,8 @@ def check_saved_model(dir_path: str | Path, prefix: str | None, model_name: str)
         )
     checksum = path.with_name(path.name + CHECKSUM_SUFFIX)
     if checksum.is_file():
-        expected = checksum.read_text().split()[0] if checksum.read_text().strip() else ""
-        if _sha256(path) != expected:
+        recorded = checksum.read_text().split()
+        if _sha256(path) != (recorded[0] if recorded else ""):
             raise ValueError(
                 f"{path} does not match the checksum written when it was saved: the file is damaged or was "
                 "changed. Save the model again, or restore the file from a copy."

@@ -227,5 +227,5 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         if "kmeans" in terms:
             per_cell["kmeans"] = self.cluster_head.soft_kmeans_loss(inf["z"])
         if "kl" in terms:
-            per_cell["kl"] = self.cluster_head.kl_loss(inf["q"], self.require_target(target))
+            per_cell["kl"] = self.kl_term(inf["q"], target)
         return self.weighted_loss(stage, per_cell, extra, n_obs=inf["counts"].shape[0])

@@ -205,5 +205,5 @@ cluster_weight, negative_ratio, dof, cluster_metric
         if "graph" in terms:
             batch["graph"] = self._graph_loss(inf["z"], tensors[BATCH_KEYS.EDGES])
         if "kl" in terms:
-            per_cell["kl"] = self.cluster_head.kl_loss(inf["q"], self.require_target(target))
+            per_cell["kl"] = self.kl_term(inf["q"], target)
         return self.weighted_loss(stage, per_cell, {}, n_obs=inf["counts"].shape[0], batch_values=batch)

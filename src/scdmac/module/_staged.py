@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from scvi.module.base import LossOutput
 
+from ._heads import ClusterHead
+
 
 class StagedLossMixin:
     """For modules trained in stages: each stage's loss is a weighted sum of named terms.
@@ -14,6 +16,7 @@ class StagedLossMixin:
     """
 
     stage_weights: dict[str, dict[str, float]]
+    cluster_head: ClusterHead
 
     def active_terms(self, stage: str | None) -> set[str]:
         """Terms of ``stage`` with a positive weight (none for ``None``, the outputs pass)."""
@@ -23,12 +26,11 @@ class StagedLossMixin:
             raise ValueError(f"Unknown stage {stage!r}: this module has {list(self.stage_weights)}.")
         return {term for term, weight in self.stage_weights[stage].items() if weight > 0}
 
-    @staticmethod
-    def require_target(target: torch.Tensor | None) -> torch.Tensor:
-        """DEC's target rows, which a loss with the KL term cannot do without."""
+    def kl_term(self, q: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per-cell KL(P‖Q) of the soft assignment ``q`` from the batch's DEC targets, which it needs."""
         if target is None:
             raise ValueError("The clustering stage's loss needs the batch's DEC targets: pass target=...")
-        return target
+        return self.cluster_head.kl_loss(q, target)
 
     def check_stage(self, stage: str) -> None:
         """Refuse a stage whose terms are all switched off, before it trains."""

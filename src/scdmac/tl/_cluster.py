@@ -67,7 +67,6 @@ def _seeded(seed: int) -> Iterator[None]:
             scvi.settings.seed = seed
             yield
         finally:
-            scvi.settings.seed = None
             scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
     np.random.set_state(numpy_state)
     random.setstate(python_state)
