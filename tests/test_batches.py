@@ -137,6 +137,14 @@ def test_a_stage_trains_only_its_parts(small):
     assert not model.module.denoiser.training  # a fixed input transform: no dropout
     optimised = {id(p) for group in plan.configure_optimizers().param_groups for p in group["params"]}
     assert optimised == {id(p) for p in model.module.masked_ae.parameters()}
+    # frozen parts compute no gradients during the stage (and DDP sees only the stage's parameters)
+    assert not any(p.requires_grad for p in model.module.denoiser.parameters())
+    assert all(p.requires_grad for p in model.module.masked_ae.parameters())
+    plan.release_parts()
+    assert all(p.requires_grad for p in model.module.parameters())
+    # a finished train() gives every parameter its gradient back
+    model.train(stages="mask", max_epochs=1, enable_progress_bar=False)
+    assert all(p.requires_grad for p in model.module.parameters())
 
 
 def test_loaded_centres_take_their_number_from_the_weights():

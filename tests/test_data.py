@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_rand_score
@@ -14,6 +15,7 @@ from scdmac.data import (
     mask_with_shuffled,
     normalized_adjacency,
 )
+from scdmac.data._loaders import NeighborPairBatches, read_rows
 
 
 def test_simulate_is_seeded_counts():
@@ -53,20 +55,30 @@ def test_adjacency_sparse_symmetric_normalised():
     assert np.isclose(N[0, 1], 1 / np.sqrt(d[0] * d[1]))
 
 
-def test_neighbor_sampler_pairs_cells_with_neighbours():
+def test_neighbor_sampler_and_collate_pair_cells_with_neighbours():
     neighbors = np.array([[1, 2], [0, 2], [0, 1], [4, 4], [3, 3]])
+    counts = sp.csr_matrix(np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32))
     torch.manual_seed(0)
-    sampler = NeighborBatchSampler(5, batch_size=2, shuffle=True, neighbors=neighbors)
-    seen = []
+    sampler = NeighborBatchSampler(5, batch_size=2, shuffle=True)
     batches = list(sampler)
     # 5 cells in batches of 2: the last cell joins the second batch (no batch of one cell)
-    assert len(batches) == len(sampler) == 2 and sorted(len(b) // 2 for b in batches) == [2, 3]
-    for batch in batches:
-        n = len(batch) // 2
-        cells, nbrs = batch[:n], batch[n:]
-        assert all(nb in neighbors[c] for c, nb in zip(cells, nbrs, strict=True))
-        seen += cells
-    assert sorted(seen) == list(range(5))
+    assert len(batches) == len(sampler) == 2 and sorted(len(b) for b in batches) == [2, 3]
+    assert sorted(c for b in batches for c in b) == list(range(5))
+    collate = NeighborPairBatches(neighbors, counts)
+    for cells in batches:
+        item = {"X": counts[cells].toarray(), "ind_x": np.asarray(cells)[:, None]}
+        batch = collate([item])
+        assert batch["X_neighbor"].shape == (len(cells), 3)
+        # each cell's neighbour row is one of its kNN neighbours (row i of counts holds the value i)
+        for cell, row in zip(cells, batch["X_neighbor"][:, 0].long().tolist(), strict=True):
+            assert row in neighbors[cell]
+
+
+def test_read_rows_keeps_order_and_repeats():
+    counts = sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(6, 2))
+    rows = np.array([4, 1, 4, 0])
+    np.testing.assert_array_equal(read_rows(counts, rows), counts.toarray()[rows])
+    np.testing.assert_array_equal(read_rows(counts.toarray(), rows), counts.toarray()[rows])
 
 
 def test_augmentations():
@@ -143,3 +155,75 @@ def test_simulate_bad_proportions():
         scdmac.data.simulate(n_cells=100, n_genes=50, n_clusters=3, proportions=[0.5, 0.5])
     with pytest.raises(ValueError, match="n_samples"):
         scdmac.data.simulate(n_cells=100, n_genes=50, n_clusters=3, n_samples=0)
+
+
+# ---- what scales: the simulator, the neighbour search, the partition, the step budget -------------
+def test_simulate_has_real_data_sparsity_and_does_not_depend_on_threads():
+    one = scdmac.data.simulate(n_cells=3000, n_genes=2000, n_clusters=5, seed=3, chunk_size=700, n_jobs=1)
+    two = scdmac.data.simulate(n_cells=3000, n_genes=2000, n_clusters=5, seed=3, chunk_size=700, n_jobs=2)
+    assert (one.X != two.X).nnz == 0
+    # 10x data restricted to its 2,000 most variable genes: 5-15% non-zero
+    assert 0.05 <= one.X.nnz / (3000 * 2000) <= 0.15
+    assert one.X.indices.dtype == np.int32 and one.X.has_sorted_indices
+
+
+def test_the_conditioned_negative_binomial_has_the_law_of_its_positive_draws():
+    from scdmac.data._simulate import _positive_nb
+
+    rng = np.random.default_rng(0)
+    theta = 2.0
+    for mean in (0.05, 0.7, 4.0):
+        draws = _positive_nb(np.full(200_000, mean), theta, rng)
+        assert draws.min() >= 1
+        p0 = (theta / (theta + mean)) ** theta
+        # E[X | X > 0] = μ / (1 - P(0)); P(X = 1 | X > 0) = θ p0 μ/(μ+θ) / (1 - p0)
+        assert abs(draws.mean() - mean / (1 - p0)) < 0.01 * mean / (1 - p0) + 0.005
+        p1 = theta * p0 * mean / (mean + theta) / (1 - p0)
+        assert abs((draws == 1).mean() - p1) < 0.005
+
+
+def test_exact_cosine_neighbours_match_scikit_learns_cosine_search():
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.random.default_rng(1).normal(size=(400, 12)).astype(np.float32)
+    idx, dist = knn(X, 10, metric="cosine", method="exact")
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=11, metric="cosine", algorithm="brute").fit(X).kneighbors(X)
+    assert all(set(a) == set(b[1:]) for a, b in zip(idx, ref_idx, strict=True))
+    np.testing.assert_allclose(dist, ref_dist[:, 1:], atol=1e-5)
+
+
+@pytest.mark.slow  # pynndescent compiles its numba kernels in every new process (~45 s here)
+def test_approximate_neighbours_find_most_exact_ones():
+    rng = np.random.default_rng(2)
+    X = np.concatenate([rng.normal(c, 1.0, (300, 8)) for c in (0, 6)]).astype(np.float32)
+    exact, _ = knn(X, 10, method="exact")
+    approx, _ = knn(X, 10, method="approximate", random_state=0)
+    assert not (approx == np.arange(600)[:, None]).any()
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall > 0.9
+    with pytest.raises(ValueError, match="method must be"):
+        knn(X, 10, method="fast")
+
+
+def test_many_partition_groups_are_fitted_on_a_sample_and_numbered_densely(monkeypatch):
+    from scdmac.data import _graph, partition_cells
+
+    monkeypatch.setattr(_graph, "PARTITION_SAMPLE_ABOVE", 1000)  # the path taken above 100,000 cells
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6000, 5)).astype(np.float32)
+    groups = partition_cells(X, 100, random_state=0)
+    n_groups = groups.max() + 1
+    assert set(np.unique(groups)) == set(range(n_groups)) and n_groups >= 50
+    sizes = np.bincount(groups)
+    assert np.median(sizes) > 50 and sizes.max() < 400
+
+
+def test_the_step_budget_holds_on_large_data():
+    from scdmac.train import Stage
+
+    stage = Stage("pretrain", ("encoder",), steps=400, epochs=(5, 200))
+    # small data: full epochs, as many as the budget takes
+    assert stage.default_schedule(4000, 256) == (25, None)
+    # large data: the smallest number of epochs, each a random subset of the batches
+    assert stage.default_schedule(1_000_000, 256) == (5, 80)
+    assert stage.default_epochs(1_000_000, 256) == 5

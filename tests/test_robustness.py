@@ -11,14 +11,18 @@ import scipy.sparse as sp
 import scvi
 import torch
 from lightning.pytorch.callbacks import Callback
+from sklearn.metrics import adjusted_rand_score
 
 import scdmac
-from scdmac.data import NeighborBatchSampler
+from scdmac._constants import BATCH_KEYS
+from scdmac.data import NeighborBatchSampler, cell_loader
 from scdmac.model import SCDMAC, SCDSEC
 
 from .conftest import FAST_TRAIN
 
 ONE_EPOCH = {**FAST_TRAIN, "max_epochs": 1}
+#: long enough for the clusters of the small data to settle, so two runs can be compared
+BACKED_TRAIN = {**FAST_TRAIN, "max_epochs": 15}
 
 
 # ---- minibatches never hold one cell ----------------------------------------------------------------
@@ -62,20 +66,70 @@ def test_identical_cells_are_refused(small, model_cls):
 
 
 # ---- backed files -----------------------------------------------------------------------------------
-def test_backed_x_is_refused_but_an_in_memory_layer_trains(small, tmp_path):
+@pytest.mark.parametrize("model_cls", [SCDMAC, SCDSEC])
+def test_a_backed_x_trains_from_the_file_like_in_memory_data(small, tmp_path, model_cls):
     path = tmp_path / "counts.h5ad"
     small.write_h5ad(path)
     before = path.read_bytes()
     backed = ad.read_h5ad(path, backed="r")
-    with pytest.raises(ValueError, match="backed on disk.*to_memory"):
-        SCDMAC.setup_anndata(backed)
-    with pytest.raises(ValueError, match="to_memory"):
-        scdmac.tl.scdmac(backed, 3, layer="counts", train_kwargs=ONE_EPOCH, copy=True)
-    SCDMAC.setup_anndata(backed, layer="counts")
-    SCDMAC(backed, n_clusters=3).train(**ONE_EPOCH)
-    assert backed.obs["scdmac_cluster"].shape == (300,)
+    memory = ad.read_h5ad(path)
+    for adata in (memory, backed):
+        scvi.settings.seed = 0
+        model_cls.setup_anndata(adata)
+    # setup reads the file in blocks, to the same genes and graph as from memory
+    prefix = model_cls._prefix
+    np.testing.assert_array_equal(backed.var[f"{prefix}_hvg"], memory.var[f"{prefix}_hvg"])
+    np.testing.assert_array_equal(backed.obsm[f"_{prefix}_neighbors"], memory.obsm[f"_{prefix}_neighbors"])
+    # training reads each minibatch's rows (and their neighbours') from the file
+    model = model_cls(backed, n_clusters=3)
+    model.train(enable_progress_bar=False, batch_size=128)
+    assert adjusted_rand_score(small.obs["cell_type"], model.predict()) > 0.9
     backed.file.close()
     assert path.read_bytes() == before  # the file on disk is never written
+
+
+def test_backed_and_in_memory_loaders_give_the_same_batches(small, tmp_path):
+    path = tmp_path / "counts.h5ad"
+    small.write_h5ad(path)
+    backed, memory = ad.read_h5ad(path, backed="r"), ad.read_h5ad(path)
+    batches = []
+    for adata in (memory, backed):
+        SCDMAC.setup_anndata(adata)
+        model = SCDMAC(adata, n_clusters=3)
+        torch.manual_seed(0)
+        loader = cell_loader(model.adata_manager, 64, "neighbor_pairs", shuffle=True, neighbors=model._neighbors())
+        batches.append(list(loader))
+    for from_memory, from_file in zip(*batches, strict=True):
+        # a backed read returns the batch's rows sorted by position: compare cell by cell
+        order_m, order_f = (np.argsort(b[BATCH_KEYS.INDEX].numpy()) for b in (from_memory, from_file))
+        for key in (BATCH_KEYS.INDEX, BATCH_KEYS.X):
+            np.testing.assert_array_equal(from_memory[key][order_m], from_file[key][order_f])
+        # the neighbour draws follow the batch order; each is a kNN neighbour of its own cell
+        for b in (from_memory, from_file):
+            for cell, row in zip(b[BATCH_KEYS.INDEX].numpy(), b[BATCH_KEYS.X_NEIGHBOR].numpy(), strict=True):
+                assert any(np.array_equal(row, memory.X[n].toarray().ravel()) for n in model._neighbors()[cell])
+    backed.file.close()
+
+
+def test_a_backed_counts_check_names_the_rows(small, tmp_path):
+    bad = small.copy()
+    bad.X = bad.X.tocsr()
+    bad.X.data[-1] = 0.5  # a non-integer in the last cell
+    path = tmp_path / "bad.h5ad"
+    bad.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(ValueError, match=r"adata.X \(rows 0 to 299\) contains non-integer values"):
+        SCDMAC.setup_anndata(backed)
+    backed.file.close()
+
+
+def test_backed_data_with_copy_in_tl_is_refused(small, tmp_path):
+    path = tmp_path / "counts.h5ad"
+    small.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    with pytest.raises(ValueError, match="to_memory"):
+        scdmac.tl.scdmac(backed, 3, layer="counts", train_kwargs=ONE_EPOCH, copy=True)
+    backed.file.close()
 
 
 # ---- indices and AnnData objects that were not set up -------------------------------------------------

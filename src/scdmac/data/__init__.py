@@ -2,8 +2,22 @@
 
 from ._augment import augment_expression, mask_with_shuffled
 from ._graph import CellGraph, adjacency, knn, normalized_adjacency, partition_cells
-from ._loaders import CellDataModule, NeighborBatchSampler, PartitionBatchSampler, cell_loader
-from ._preprocess import highly_variable_genes, library_size, log_moments, log_normalize
+from ._loaders import (
+    CellDataModule,
+    NeighborBatchSampler,
+    NeighborPairBatches,
+    PartitionBatchSampler,
+    cell_loader,
+    read_rows,
+)
+from ._preprocess import (
+    highly_variable_genes,
+    library_size,
+    log_moments,
+    log_normalize,
+    row_chunks,
+    selected_log_expression,
+)
 from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
 
@@ -12,6 +26,7 @@ __all__ = [
     "CellDataModule",
     "CellGraph",
     "NeighborBatchSampler",
+    "NeighborPairBatches",
     "PartitionBatchSampler",
     "adjacency",
     "augment_expression",
@@ -25,5 +40,8 @@ __all__ = [
     "mask_with_shuffled",
     "normalized_adjacency",
     "partition_cells",
+    "read_rows",
+    "row_chunks",
+    "selected_log_expression",
     "simulate",
 ]

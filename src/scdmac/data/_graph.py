@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-#: Above this many cells the approximate search of pynndescent beats an exact search (its numba
-#: kernels compile once per process, about 20 s here, so it does not pay below that).
+#: Up to this many cells, ``method="auto"`` searches exactly (a chunked brute-force search on
+#: BLAS); above it, approximately with pynndescent (its cost grows as ``n log n``, not ``n²``; its
+#: numba kernels compile once per process, about 20 s here, so it does not pay below that).
 EXACT_KNN_MAX_CELLS = 100_000
 
+KnnMethod = Literal["auto", "exact", "approximate"]
 
-def knn(X: np.ndarray, n_neighbors: int, metric: str = "euclidean", random_state: int | None = 0):
+
+def knn(
+    X: np.ndarray,
+    n_neighbors: int,
+    metric: str = "euclidean",
+    random_state: int | None = 0,
+    method: KnnMethod = "auto",
+):
     """Indices and distances of each cell's ``n_neighbors`` nearest other cells.
 
     Parameters
@@ -23,23 +34,41 @@ def knn(X: np.ndarray, n_neighbors: int, metric: str = "euclidean", random_state
     metric
         ``"euclidean"`` or ``"cosine"``.
     random_state
-        Seed of the approximate search (used above :data:`EXACT_KNN_MAX_CELLS` cells).
+        Seed of the approximate search.
+    method
+        ``"exact"``: brute force, in memory blocks of scikit-learn's pairwise engine (all cores;
+        time grows as ``n²``). Cosine neighbours are found as Euclidean ones between unit vectors,
+        which orders them the same (``‖u − v‖² = 2 − 2 cos``) and takes scikit-learn's BLAS path.
+        ``"approximate"``: pynndescent's nearest-neighbour descent with the metric itself (all
+        cores, memory linear in cells). ``"auto"``: exact up to :data:`EXACT_KNN_MAX_CELLS` cells.
 
     Returns
     -------
     indices, distances
-        ``(n_cells, n_neighbors)`` arrays: int64 and float32.
+        ``(n_cells, n_neighbors)`` arrays: int64 and float32 (cosine: ``1 − cos``).
     """
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
+    if method not in ("auto", "exact", "approximate"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'approximate', got {method!r}.")
     n = X.shape[0]
-    if n <= EXACT_KNN_MAX_CELLS:
+    if method == "exact" or (method == "auto" and n <= EXACT_KNN_MAX_CELLS):
         from sklearn.neighbors import NearestNeighbors
 
-        nn = NearestNeighbors(n_neighbors=n_neighbors + 1, metric=metric, algorithm="brute").fit(X)
+        X = np.asarray(X, dtype=np.float32)
+        if metric == "cosine":
+            norms = np.linalg.norm(X, axis=1, keepdims=True)
+            X = X / np.where(norms > 0, norms, 1.0)
+        nn = NearestNeighbors(n_neighbors=n_neighbors + 1, algorithm="brute", n_jobs=-1).fit(X)
         dist, idx = nn.kneighbors(X)
+        if metric == "cosine":
+            dist = dist**2 / 2
     else:
         from pynndescent import NNDescent
 
-        index = NNDescent(X, n_neighbors=n_neighbors + 1, metric=metric, random_state=random_state)
+        index = NNDescent(
+            X, n_neighbors=n_neighbors + 1, metric=metric, random_state=random_state, n_jobs=-1, compressed=True
+        )
         idx, dist = index.neighbor_graph
     return _drop_self(idx, dist, n_neighbors)
 
@@ -91,6 +120,7 @@ class CellGraph:
 
     def __init__(self, indices: np.ndarray):
         self.adjacency = adjacency(np.asarray(indices, dtype=np.int64))
+        self._normalized: dict[str, torch.Tensor] = {}
 
     @property
     def n_cells(self) -> int:
@@ -98,8 +128,15 @@ class CellGraph:
         return self.adjacency.shape[0]
 
     def normalized(self, device=None) -> torch.Tensor:
-        """``D^-1/2 (A + I) D^-1/2`` over all cells as a sparse torch tensor."""
-        return _to_torch(normalized_adjacency(self.adjacency), device)
+        """``D^-1/2 (A + I) D^-1/2`` over all cells as a sparse torch tensor (built once per device).
+
+        Every target refresh of a clustering stage embeds all cells through it: building and
+        coalescing it again each time cost as much as the embedding on large graphs.
+        """
+        key = str(torch.device(device) if device is not None else torch.device("cpu"))
+        if key not in self._normalized:
+            self._normalized[key] = _to_torch(normalized_adjacency(self.adjacency), device)
+        return self._normalized[key]
 
     def subgraph(self, cells: np.ndarray) -> dict[str, torch.Tensor]:
         """The graph induced by ``cells``, in their order.
@@ -117,12 +154,21 @@ class CellGraph:
         return {"adj": _to_torch(normalized_adjacency(sub)), "edges": edges}
 
 
+#: Above this many cells, the k-means of the partition is fitted on a random sample of
+#: :data:`PARTITION_FIT_CELLS_PER_GROUP` cells per group (fewer iterations), then every cell is
+#: assigned to its nearest centre: with thousands of groups a fit on all cells would cost
+#: ``cells × groups`` per iteration.
+PARTITION_SAMPLE_ABOVE = 100_000
+PARTITION_FIT_CELLS_PER_GROUP = 16
+
+
 def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -> np.ndarray:
     """Split cells into compact groups of about ``partition_size`` cells by k-means on ``X``.
 
     The kNN graph is built on the same coordinates, so most of a cell's neighbours share its group:
     minibatches made of whole groups keep most edges (Cluster-GCN's idea, with k-means standing in
-    for a graph partitioner).
+    for a graph partitioner). Above :data:`PARTITION_SAMPLE_ABOVE` cells the centres are fitted on a
+    random sample and all cells then assigned to the nearest one.
 
     Returns
     -------
@@ -134,4 +180,11 @@ def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -
     n_groups = max(1, int(round(X.shape[0] / partition_size)))
     if n_groups == 1:
         return np.zeros(X.shape[0], dtype=np.int64)
-    return KMeans(n_groups, n_init=1, max_iter=50, random_state=random_state).fit_predict(X).astype(np.int64)
+    n_fit = n_groups * PARTITION_FIT_CELLS_PER_GROUP
+    if X.shape[0] <= PARTITION_SAMPLE_ABOVE or X.shape[0] <= n_fit:
+        return KMeans(n_groups, n_init=1, max_iter=50, random_state=random_state).fit_predict(X).astype(np.int64)
+    rows = np.random.default_rng(random_state).choice(X.shape[0], n_fit, replace=False)
+    kmeans = KMeans(n_groups, n_init=1, max_iter=20, random_state=random_state).fit(X[np.sort(rows)])
+    groups = kmeans.predict(X)
+    # centres fitted on a sample may be nobody's nearest: renumber the groups densely
+    return np.unique(groups, return_inverse=True)[1].astype(np.int64)

@@ -25,31 +25,28 @@ def _world() -> tuple[int, int]:
 
 
 class NeighborBatchSampler(Sampler):
-    """Batches of cell positions, each followed by one randomly drawn kNN neighbour per cell.
+    """Batches of cell positions, in a new random order each epoch.
 
-    A batch of ``b`` cells is yielded as ``2 b`` positions: the cells, then one neighbour of each, in
-    the same order, so ``tensors[:b]`` and ``tensors[b:]`` pair up. Without ``neighbors`` it yields
-    plain batches. Under ``torch.distributed`` each rank takes every ``world_size``-th batch, and all
-    ranks see the same number of batches.
+    Under ``torch.distributed`` each rank takes every ``world_size``-th batch, and all ranks see the
+    same number of batches. (The kNN neighbour paired with each cell is drawn by the collate,
+    :class:`NeighborPairBatches`, so a batch is a set of distinct cells that any AnnData, in memory
+    or backed on disk, can serve in one read.)
 
     Parameters
     ----------
     n_obs
         Number of cells.
     batch_size
-        Cells per batch (before neighbours are added).
+        Cells per batch.
     shuffle
         Draw cells in a new random order each epoch (torch's global generator, so
         ``scvi.settings.seed`` fixes it).
-    neighbors
-        ``(n_obs, k)`` neighbour positions, or ``None``.
     """
 
-    def __init__(self, n_obs: int, batch_size: int, shuffle: bool = True, neighbors: np.ndarray | None = None):
+    def __init__(self, n_obs: int, batch_size: int, shuffle: bool = True):
         self.n_obs = int(n_obs)
         self.batch_size = int(min(batch_size, n_obs))
         self.shuffle = shuffle
-        self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors), dtype=torch.long)
 
     def _n_batches(self) -> int:
         n = math.ceil(self.n_obs / self.batch_size)
@@ -73,9 +70,6 @@ class NeighborBatchSampler(Sampler):
         if world > 1:
             batches = batches[rank : len(self) * world : world]
         for cells in batches:
-            if self.neighbors is not None:
-                pick = torch.randint(self.neighbors.shape[1], (len(cells),))
-                cells = torch.cat([cells, self.neighbors[cells, pick]])
             yield cells.tolist()
 
 
@@ -115,12 +109,29 @@ class PartitionBatchSampler(NeighborBatchSampler):
 BatchKind = Literal["cells", "neighbor_pairs", "subgraphs"]
 
 
+def read_rows(matrix, rows: np.ndarray) -> np.ndarray:
+    """Rows of a cells × genes matrix (in memory, or backed on disk) as a dense float32 array, in ``rows``' order.
+
+    Each distinct row is read once, in increasing order (what an HDF5 file needs), then repeated and
+    reordered as asked.
+    """
+    unique, inverse = np.unique(rows, return_inverse=True)
+    block = matrix[unique]
+    block = block.toarray() if hasattr(block, "toarray") else np.asarray(block)
+    return np.ascontiguousarray(block[inverse], dtype=np.float32)
+
+
 class CellBatches:
     """Collate of one sampled batch into named tensors: ``X`` (counts) and ``index`` (row numbers).
 
     The batch samplers yield whole batches, and scvi-tools' dataset returns them as one item, so the
     collate unwraps that item instead of stacking items.
     """
+
+    def __deepcopy__(self, memo: dict) -> CellBatches:
+        # scvi-tools' loader deep-copies its arguments; a collate only reads data shared by all
+        # loaders (the cell graph, the counts, which may be an open file), so it is shared too
+        return self
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         data = default_convert(items[0])
@@ -131,16 +142,29 @@ class CellBatches:
 
 
 class NeighborPairBatches(CellBatches):
-    """Splits a :class:`NeighborBatchSampler` batch (cells, then one neighbour each) into ``X`` and ``X_neighbor``."""
+    """Adds ``X_neighbor``: the counts of one kNN neighbour per cell, drawn at random for each batch.
+
+    The neighbour rows are read here, in the batch's cell order, from the registered counts (in
+    memory or backed on disk); the draw takes torch's global generator, as the sampler does.
+
+    Parameters
+    ----------
+    neighbors
+        ``(n_obs, k)`` neighbour positions.
+    counts
+        The registered counts matrix (rows are read by position).
+    """
+
+    def __init__(self, neighbors: np.ndarray, counts):
+        self.neighbors = torch.as_tensor(np.asarray(neighbors), dtype=torch.long)
+        self.counts = counts
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
-        both = super().__call__(items)
-        n = both[BATCH_KEYS.X].shape[0] // 2
-        return {
-            BATCH_KEYS.X: both[BATCH_KEYS.X][:n],
-            BATCH_KEYS.X_NEIGHBOR: both[BATCH_KEYS.X][n:],
-            BATCH_KEYS.INDEX: both[BATCH_KEYS.INDEX][:n],
-        }
+        batch = super().__call__(items)
+        cells = batch[BATCH_KEYS.INDEX]
+        pick = torch.randint(self.neighbors.shape[1], (len(cells),))
+        neighbor = read_rows(self.counts, self.neighbors[cells, pick].numpy())
+        return {**batch, BATCH_KEYS.X_NEIGHBOR: torch.from_numpy(neighbor)}
 
 
 class SubgraphBatches(CellBatches):
@@ -206,8 +230,8 @@ def cell_loader(
     elif batches == "neighbor_pairs":
         if neighbors is None:
             raise ValueError('batches="neighbor_pairs" needs the kNN neighbour positions.')
-        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle, neighbors=neighbors)
-        collate = NeighborPairBatches()
+        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle)
+        collate = NeighborPairBatches(neighbors, adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
     elif batches == "cells":
         sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle)
         collate = CellBatches()

@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
 TARGET_SUM = 1e4
 
+#: Rows read at once from a matrix backed on disk.
+CHUNK_CELLS = 20_000
+
+#: On a matrix backed on disk, genes are selected on a random sample of at most this many cells.
+GENE_SELECTION_CELLS = 100_000
+
+
+def in_memory(X) -> bool:
+    """Whether ``X`` is an in-memory matrix (numpy or scipy), as opposed to one backed on disk."""
+    return isinstance(X, np.ndarray) or sp.issparse(X)
+
+
+def row_chunks(X, chunk_size: int = CHUNK_CELLS) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """``(first row, block)`` over ``X`` in blocks of ``chunk_size`` rows, each an in-memory CSR matrix.
+
+    Works on in-memory matrices and on AnnData's backed ones (h5ad/zarr, dense or sparse), reading
+    one block at a time, so memory stays bounded by the block.
+    """
+    for start in range(0, X.shape[0], chunk_size):
+        yield start, sp.csr_matrix(X[start : min(start + chunk_size, X.shape[0])])
+
 
 def library_size(counts) -> np.ndarray:
-    """Total counts per cell as float64."""
+    """Total counts per cell as float64 (read in blocks when ``counts`` is backed on disk)."""
+    if not in_memory(counts):
+        return np.concatenate([library_size(block) for _, block in row_chunks(counts)])
     return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
 
 
@@ -60,12 +84,47 @@ def pca(X, n_comps: int, random_state: int | None) -> np.ndarray:
     return PCA(n_comps, svd_solver=solver, random_state=random_state).fit_transform(X).astype(np.float32)
 
 
+def selected_log_expression(
+    counts, n_top_genes: int, gene_min_cells: int, random_state: int | None = 0
+) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Highly variable genes and the log-normalised expression of all cells over them.
+
+    For an in-memory matrix the genes are chosen on all cells. For a matrix backed on disk, which
+    may not fit in memory, they are chosen on a random sample of :data:`GENE_SELECTION_CELLS` cells
+    (all cells when there are fewer; ``gene_min_cells`` scaled to the sample), and the selected
+    columns of every cell are then read in blocks: only that smaller matrix is held in memory.
+
+    Returns
+    -------
+    hvg, log_expression
+        Boolean mask over genes; cells × selected genes (float32 CSR).
+    """
+    if in_memory(counts):
+        log_counts = log_normalize(counts)
+        hvg = highly_variable_genes(log_counts, n_top_genes, gene_min_cells=gene_min_cells)
+        return hvg, log_counts[:, hvg]
+    n = counts.shape[0]
+    if n <= GENE_SELECTION_CELLS:
+        sample, min_cells = np.arange(n), gene_min_cells
+    else:
+        sample = np.sort(np.random.default_rng(random_state).choice(n, GENE_SELECTION_CELLS, replace=False))
+        min_cells = max(1, int(np.ceil(gene_min_cells * GENE_SELECTION_CELLS / n)))
+    hvg = highly_variable_genes(log_normalize(counts[sample]), n_top_genes, gene_min_cells=min_cells)
+    blocks = [log_normalize(block)[:, hvg] for _, block in row_chunks(counts)]
+    return hvg, sp.vstack(blocks, format="csr")
+
+
 def log_moments(counts, gene_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-gene mean and variance over all cells of the log-normalised expression of ``gene_indices``.
 
     The expression is what a module computes from a batch of counts (``log1p`` of counts scaled to
     :data:`TARGET_SUM` per cell, library sizes over all genes), so fixed input statistics match it.
+    A matrix backed on disk is read in blocks.
     """
+    if not in_memory(counts):
+        genes = np.asarray(gene_indices)
+        blocks = [log_normalize(block)[:, genes] for _, block in row_chunks(counts)]
+        return log_moments(sp.vstack(blocks, format="csr"), np.arange(genes.size))
     X = log_normalize(counts)[:, np.asarray(gene_indices)]
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel() - mean**2

@@ -10,15 +10,10 @@ from anndata import AnnData
 def get_counts(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error when the layer is missing.
 
-    A backed ``X`` (``read_h5ad(..., backed="r")``) is refused: training reads random rows many
-    times, which a file on disk cannot serve; counts in an in-memory layer of a backed AnnData work.
+    A backed ``X`` (``read_h5ad(..., backed="r")``) is returned as AnnData's on-disk matrix: setup
+    reads it in blocks and training reads each minibatch's rows from the file.
     """
     if layer is None:
-        if adata.isbacked:
-            raise ValueError(
-                f"adata.X is backed on disk ({adata.filename}): load it first with adata = adata.to_memory(), "
-                "or put the counts in an in-memory layer and pass layer=..."
-            )
         return adata.X
     if layer not in adata.layers:
         available = ", ".join(map(repr, adata.layers.keys())) or "none"
@@ -47,6 +42,24 @@ def check_counts(X, where: str = "adata.X") -> None:
     """
     if X is None:
         raise ValueError(f"{where} is empty: scdmac needs a cells × genes matrix of raw counts.")
+    if not (isinstance(X, np.ndarray) or sp.issparse(X)):
+        # backed on disk: check block by block, then the genes over all blocks
+        from ._preprocess import row_chunks
+
+        gene_totals = np.zeros(X.shape[1])
+        for start, block in row_chunks(X):
+            _check_values(block, f"{where} (rows {start} to {start + block.shape[0] - 1})")
+            gene_totals += np.asarray(block.sum(axis=0)).ravel()
+        if X.shape[1] == 0 or not (gene_totals > 0).any():
+            raise ValueError(f"{where} has no gene with any count.")
+        return
+    _check_values(X, where)
+    if X.shape[1] == 0 or not (np.asarray(X.sum(axis=0)).ravel() > 0).any():
+        raise ValueError(f"{where} has no gene with any count.")
+
+
+def _check_values(X, where: str) -> None:
+    """The per-entry and per-cell checks of :func:`check_counts` on one in-memory block."""
     values = _values(X)
     if not np.issubdtype(values.dtype, np.number):
         raise ValueError(f"{where} has dtype {values.dtype}; raw counts must be numeric.")
@@ -74,8 +87,6 @@ def check_counts(X, where: str = "adata.X") -> None:
             f"{n_empty} cells have no counts in {where}. Remove them before setup, for example with "
             "sc.pp.filter_cells(adata, min_counts=1)."
         )
-    if X.shape[1] == 0 or not (np.asarray(X.sum(axis=0)).ravel() > 0).any():
-        raise ValueError(f"{where} has no gene with any count.")
 
 
 def check_n_clusters(n_clusters: int | None, n_obs: int) -> None:

@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
+from ..data._graph import KnnMethod
 from ..data._loaders import BatchKind
 from ..module._scdmac import SCDMACModule
 from ..train import Stage
@@ -146,6 +147,7 @@ class SCDMAC(DeepClusteringModel):
         n_top_genes: int = 2000,
         n_neighbors: int = 15,
         n_pcs: int = 50,
+        knn_method: KnnMethod = "auto",
         **kwargs,
     ) -> None:
         """Register raw counts, select genes and build the cosine kNN graph the denoiser's swaps use.
@@ -169,9 +171,14 @@ class SCDMAC(DeepClusteringModel):
             Neighbours per cell in the kNN graph.
         n_pcs
             Principal components the graph is built on.
+        knn_method
+            Neighbour search: ``"exact"``, ``"approximate"`` (pynndescent) or ``"auto"`` (exact up to
+            100,000 cells); see :func:`~scdmac.data.knn`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
-        cls._setup(adata, layer, n_top_genes, n_neighbors, n_pcs, 0.0, setup_method_args, **kwargs)
+        cls._setup(
+            adata, layer, n_top_genes, n_neighbors, n_pcs, 0.0, setup_method_args, knn_method=knn_method, **kwargs
+        )
 
     def get_denoised_expression(
         self,

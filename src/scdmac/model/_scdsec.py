@@ -12,6 +12,7 @@ from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import REGISTRY_KEYS
+from ..data._graph import KnnMethod
 from ..data._preprocess import log_moments
 from ..data._validate import check_indices
 from ..module._scdsec import SCDSECModule
@@ -132,6 +133,7 @@ class SCDSEC(DeepClusteringModel):
         gene_min_fraction: float = 0.01,
         partition_size: int = 128,
         metric: Literal["euclidean", "cosine"] = "euclidean",
+        knn_method: KnnMethod = "auto",
         **kwargs,
     ) -> None:
         """Register raw counts, select genes, build the Euclidean kNN graph and group cells for minibatches.
@@ -163,6 +165,9 @@ class SCDSEC(DeepClusteringModel):
             About this many cells per minibatch group.
         metric
             Distance of the kNN graph between principal components.
+        knn_method
+            Neighbour search: ``"exact"``, ``"approximate"`` (pynndescent) or ``"auto"`` (exact up to
+            100,000 cells); see :func:`~scdmac.data.knn`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -175,6 +180,7 @@ class SCDSEC(DeepClusteringModel):
             setup_method_args,
             partition_size=partition_size,
             metric=metric,
+            knn_method=knn_method,
             **kwargs,
         )
 

@@ -66,11 +66,21 @@ class StagePlan(TrainingPlan):
         return out.loss
 
     def set_stage_mode(self) -> None:
-        """Training mode for the stage's parts, evaluation mode for the module's other sub-networks."""
+        """Training mode for the stage's parts, evaluation mode and no gradients for the other sub-networks.
+
+        Frozen parts then cost no backward pass, and distributed data parallel (which expects a
+        gradient for every parameter that asks for one) sees only the stage's parameters.
+        """
         self.module.train()
         for part, child in self.module.named_children():
-            if part not in self.stage.parts:
+            trained = part in self.stage.parts
+            child.requires_grad_(trained)
+            if not trained:
                 child.eval()
+
+    def release_parts(self) -> None:
+        """Give every parameter its gradient back (after the stage)."""
+        self.module.requires_grad_(True)
 
     def on_train_start(self) -> None:
         # output passes between stages leave the module in eval mode; frozen parts stay in eval
@@ -81,7 +91,7 @@ class StagePlan(TrainingPlan):
 
     def configure_optimizers(self):
         parts = [getattr(self.module, part) for part in self.stage.parts]
-        params: Iterable = [p for part in parts for p in part.parameters() if p.requires_grad]
+        params: Iterable = [p for part in parts for p in part.parameters()]
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps)
 
 

@@ -24,7 +24,9 @@ class Stage:
         ``"neighbor_pairs"`` or ``"subgraphs"``.
     steps
         Optimiser steps by default; the epochs follow from the number of cells and the batch size,
-        within ``epochs``.
+        within ``epochs``. Where even the smallest number of epochs over all cells would take more
+        steps (large data), each epoch is a random subset of the batches instead, so the default
+        cost stays at about ``steps`` whatever the number of cells (see :meth:`default_schedule`).
     epochs
         Smallest and largest default number of epochs.
     clustering
@@ -41,6 +43,18 @@ class Stage:
 
     def default_epochs(self, n_obs: int, batch_size: int) -> int:
         """Epochs giving about :attr:`steps` optimiser steps over ``n_obs`` cells, within :attr:`epochs`."""
+        return self.default_schedule(n_obs, batch_size)[0]
+
+    def default_schedule(self, n_obs: int, batch_size: int) -> tuple[int, int | None]:
+        """Default epochs and batches per epoch (``None``: all of them) for ``n_obs`` cells.
+
+        Full epochs as long as the smallest number of them fits in about :attr:`steps` steps; above
+        that size, the smallest number of epochs, each of ``steps / epochs`` batches drawn at random
+        (the batch order is reshuffled every epoch). The targets of a clustering stage are then
+        refreshed as often as on small data, and pretraining stops by the same plateau rule.
+        """
         steps_per_epoch = max(1, -(-n_obs // batch_size))
         lo, hi = self.epochs
-        return int(min(max(round(self.steps / steps_per_epoch), lo), hi))
+        if steps_per_epoch * lo > self.steps * 1.5:
+            return lo, max(1, self.steps // lo)
+        return int(min(max(round(self.steps / steps_per_epoch), lo), hi)), None
