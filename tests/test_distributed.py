@@ -14,7 +14,8 @@ import scdmac
 SCRIPT = Path(__file__).parent / "scripts" / "train_distributed.py"
 
 
-@pytest.mark.parametrize("model_name", ["SCDMAC", "SCDSEC"])
+# SCDSEC's run (about 90 s here) goes with the slow tests to keep the default run short
+@pytest.mark.parametrize("model_name", ["SCDMAC", pytest.param("SCDSEC", marks=pytest.mark.slow)])
 def test_two_process_ddp_gives_the_clusters_of_one_process(model_name, tmp_path):
     out = tmp_path / "labels"
     proc = subprocess.run(
