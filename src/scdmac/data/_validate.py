@@ -6,6 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._preprocess import in_memory, row_chunks
+
 
 def get_counts(adata: AnnData, layer: str | None):
     """Return ``adata.X`` or ``adata.layers[layer]``, with a clear error when the layer is missing.
@@ -42,19 +44,16 @@ def check_counts(X, where: str = "adata.X") -> None:
     """
     if X is None:
         raise ValueError(f"{where} is empty: scdmac needs a cells × genes matrix of raw counts.")
-    if not (isinstance(X, np.ndarray) or sp.issparse(X)):
+    if in_memory(X):
+        _check_values(X, where)
+        gene_totals = np.asarray(X.sum(axis=0)).ravel()
+    else:
         # backed on disk: check block by block, then the genes over all blocks
-        from ._preprocess import row_chunks
-
         gene_totals = np.zeros(X.shape[1])
         for start, block in row_chunks(X):
             _check_values(block, f"{where} (rows {start} to {start + block.shape[0] - 1})")
             gene_totals += np.asarray(block.sum(axis=0)).ravel()
-        if X.shape[1] == 0 or not (gene_totals > 0).any():
-            raise ValueError(f"{where} has no gene with any count.")
-        return
-    _check_values(X, where)
-    if X.shape[1] == 0 or not (np.asarray(X.sum(axis=0)).ravel() > 0).any():
+    if X.shape[1] == 0 or not (gene_totals > 0).any():
         raise ValueError(f"{where} has no gene with any count.")
 
 
