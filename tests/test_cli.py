@@ -1,7 +1,11 @@
-"""``scdmac cluster``: outputs match the Python API; bad input gives one line, exit 2 and no files."""
+"""``scdmac cluster``: outputs match the Python API; bad input gives one line, exit 2 and no files.
+
+``import scdmac``, ``--help`` and input errors leave torch, scvi-tools, scanpy and Lightning unimported.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -15,6 +19,7 @@ import scdmac
 from scdmac._cli import main
 
 FAST = ["--max-epochs", "1", "--seed", "0"]
+HEAVY = ("torch", "scvi", "scanpy", "lightning")
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +112,7 @@ BAD = [
     ("output is the input", None, ["--overwrite", "--out-is-in"], ["is the input file"]),
     ("model folder exists", lambda t, f: (t / "m").mkdir(), ["--save-model", "{tmp}/m"], ["--save-model", "exists"]),
     ("unknown accelerator", None, ["--accelerator", "banana"], ["--accelerator banana", "invalid"]),
-    ("batch of one cell", None, ["--batch-size", "1"], ["batch_size must be an integer of at least 2", "--batch-size"]),
+    ("missing batch column", None, ["--batch-key", "donor"], ["--batch-key 'donor'", "adata.obs", "'cell_type'"]),
     ("output name too long", None, ["--out-name", "o" * 250 + ".h5ad"], ["too long", "at most"]),
 ]
 
@@ -141,12 +146,104 @@ def test_output_folder_that_cannot_be_written(counts_file, tmp_path, capsys, mon
     assert _files(tmp_path) == ["in.h5ad"]
 
 
-@pytest.mark.parametrize("seed", ["-1", str(2**32), "x"])
-def test_bad_seed_names_the_option(counts_file, tmp_path, capsys, seed):
-    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), "--seed", seed]) == 2
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--seed", "-1", "from 0 to"),
+        ("--seed", str(2**32), "from 0 to"),
+        ("--seed", "x", "not an integer"),
+        ("--batch-size", "1", "at least 2"),  # a minibatch of one cell has no batch statistics
+        ("--max-epochs", "0", "positive integer"),
+        ("--n-clusters", "x", "invalid int"),
+    ],
+)
+def test_bad_integer_names_the_option(counts_file, tmp_path, capsys, option, value, words):
+    assert main(["cluster", str(counts_file), str(tmp_path / "o.h5ad"), option, value]) == 2
     err = capsys.readouterr().err
-    assert "argument --seed" in err and "Traceback" not in err
+    assert f"argument {option}: " in err and words in err and "Traceback" not in err
     assert _files(tmp_path) == ["in.h5ad"]
+
+
+def test_batch_key_is_passed_to_setup(counts_file, tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def setup_anndata(cls, adata, **kwargs):  # stop before training: only the arguments matter here
+        seen.update(kwargs)
+        raise ValueError("stopped after setup")
+
+    monkeypatch.setattr(scdmac.model.SCDMAC, "setup_anndata", classmethod(setup_anndata))
+    args = ["cluster", str(counts_file), str(tmp_path / "o.h5ad"), *FAST, "--no-progress", "--layer", "counts"]
+    assert main([*args, "--batch-key", "cell_type"]) == 2
+    _one_line_error(capsys, "stopped after setup")
+    assert seen["batch_key"] == "cell_type" and seen["layer"] == "counts"
+    seen.clear()
+    assert main(args) == 2
+    capsys.readouterr()
+    assert "batch_key" not in seen  # not passed unless asked for
+    assert _files(tmp_path) == ["in.h5ad"]
+
+
+def _run_python(code: str, cwd: Path) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_import_loads_no_heavy_stack(tmp_path):
+    """``import scdmac`` is cheap: the submodules (torch, scvi-tools, scanpy) load on first use."""
+    code = (
+        "import json, sys\n"
+        "import scdmac\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy, 'dir': dir(scdmac), 'all': scdmac.__all__, 'version': scdmac.__version__}))"
+    )
+    got = _run_python(code, tmp_path)
+    assert got["heavy"] == []
+    assert got["version"] and set(got["all"]) <= set(got["dir"])
+    assert {"data", "metrics", "model", "module", "pl", "tl", "train"} <= set(got["all"])
+
+
+def test_submodules_on_first_use():
+    from scdmac import model
+    from scdmac.model._scdmac import SCDMAC
+
+    assert scdmac.model is model and scdmac.model.SCDMAC is SCDMAC
+    assert callable(scdmac.data.simulate) and callable(scdmac.tl.scdsec)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        scdmac.nope  # noqa: B018
+
+
+def test_help_and_input_errors_load_no_heavy_stack(counts_file, tmp_path):
+    """Help, usage errors and the input checks made before training need none of torch, scvi, scanpy, Lightning."""
+    (tmp_path / "exists.h5ad").write_text("keep")
+    inp, out = str(counts_file), str(tmp_path / "o.h5ad")
+    runs = [
+        ["--help"],
+        ["cluster", "--help"],
+        ["demo", "--help"],
+        ["cluster"],
+        ["cluster", str(tmp_path / "nope.h5ad"), out],
+        ["cluster", inp, str(tmp_path / "exists.h5ad")],
+        ["cluster", inp, str(tmp_path / "no" / "o.h5ad")],
+        ["cluster", inp, out, "--max-epochs", "0"],
+        ["cluster", inp, out, "--batch-size", "x"],
+        ["cluster", inp, out, "--layer", "raw"],
+        ["cluster", inp, out, "--batch-key", "donor"],
+    ]
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from scdmac._cli import main\n"
+        "codes = []\n"
+        f"for argv in {runs!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "        codes.append(main(argv))\n"
+        f"print(json.dumps({{'codes': codes, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
+    )
+    got = _run_python(code, tmp_path)
+    assert got["codes"] == [0, 0, 0] + [2] * (len(runs) - 3)
+    assert got["heavy"] == []
+    assert not (tmp_path / "o.h5ad").exists()
 
 
 def test_output_folder_missing(counts_file, tmp_path, capsys):
@@ -189,14 +286,16 @@ def test_usage_in_process(capsys):
     assert "positive integer" in capsys.readouterr().err
 
 
-def test_console_entry_points(tmp_path):
-    """``python -m scdmac`` and the installed ``scdmac`` script (each start imports torch: run them together)."""
+def test_console_entry_points(counts_file, tmp_path):
+    """``python -m scdmac`` and the installed ``scdmac`` script; a quiet run in a fresh process keeps Lightning's
+    notices out (Lightning sets its loggers up when the CLI first imports it)."""
     script = Path(sys.executable).parent / "scdmac"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "scdmac"]
     runs = {
         "module": [sys.executable, "-m", "scdmac", "--help"],
         "module cluster": [sys.executable, "-m", "scdmac", "cluster", "--help"],
         "error": [*command, "cluster", str(tmp_path / "nope.h5ad"), "o.h5ad"],
+        "quiet": [*command, "cluster", "in.h5ad", "o.h5ad", *FAST, "--n-clusters", "3", "--no-progress"],
     }
     procs = {
         k: subprocess.Popen(v, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
@@ -214,6 +313,10 @@ def test_console_entry_points(tmp_path):
     rc, out, err = done["error"]  # through the installed script when there is one
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [f"scdmac: error: input file {str(tmp_path / 'nope.h5ad')!r} not found"]
+    rc, out, err = done["quiet"]
+    assert rc == 0 and "put 200 cells in 3 clusters" in out and (tmp_path / "o.h5ad").is_file()
+    for notice in ("GPU available", "Tip:", "Seed set", "Generating sequential"):
+        assert notice not in err, err
 
 
 def test_resume_continues_an_interrupted_run(counts_file, tmp_path, monkeypatch):

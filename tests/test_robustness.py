@@ -143,9 +143,10 @@ def test_indices_out_of_range_name_the_valid_range(trained):
     assert (trained.predict(indices=mask) == trained.predict()[[2, 4]]).all()
 
 
-def test_predict_on_an_anndata_that_was_not_set_up(trained, small):
-    with pytest.raises(ValueError, match=r"not set up for SCDMAC: run SCDMAC.setup_anndata"):
-        trained.predict(adata=small)
+def test_an_anndata_that_was_not_set_up_is_mapped_as_a_query(trained, small):
+    # no setup_anndata needed: the reference's setup is transferred (see tests/test_samples.py)
+    np.testing.assert_array_equal(trained.predict(adata=small), trained.predict())
+    assert "_scdmac_neighbors" not in small.obsm
 
 
 # ---- save and load -------------------------------------------------------------------------------------

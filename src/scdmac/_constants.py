@@ -10,6 +10,9 @@ class _RegistryKeys(NamedTuple):
     INDICES_KEY: str = "ind_x"
     NEIGHBORS_KEY: str = "knn_indices"
     PARTITION_KEY: str = "partition"
+    # scvi-tools' own names, so its summary statistics (n_batch, ...) and views read them
+    BATCH_KEY: str = "batch"
+    CAT_COVS_KEY: str = "extra_categorical_covs"
 
 
 class _BatchKeys(NamedTuple):
@@ -20,6 +23,9 @@ class _BatchKeys(NamedTuple):
     X_NEIGHBOR: str = "X_neighbor"  # counts of one kNN neighbour per cell (``"neighbor_pairs"`` batches)
     ADJ: str = "adj"  # normalised adjacency of the subgraph the cells induce (``"subgraphs"`` batches)
     EDGES: str = "edges"  # (2, E) positions of that subgraph's undirected edges
+    BATCH: str = "batch"  # (cells, 1) sample codes, when setup_anndata was given batch_key
+    BATCH_NEIGHBOR: str = "batch_neighbor"  # sample codes of the X_neighbor cells
+    CAT_COVS: str = "cat_covs"  # (cells, n_covariates) codes of categorical_covariate_keys
 
 
 REGISTRY_KEYS = _RegistryKeys()

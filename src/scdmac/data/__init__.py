@@ -1,7 +1,17 @@
 """Preprocessing, input checks, kNN graphs, augmentations, minibatch loading and the demo simulator."""
 
 from ._augment import augment_expression, mask_with_shuffled
-from ._graph import CellGraph, adjacency, knn, normalized_adjacency, partition_cells
+from ._graph import (
+    CellGraph,
+    adjacency,
+    balanced_knn,
+    balanced_search,
+    knn,
+    neighbourhood_mean,
+    normalized_adjacency,
+    partition_cells,
+    search,
+)
 from ._loaders import (
     CellDataModule,
     NeighborBatchSampler,
@@ -13,9 +23,11 @@ from ._loaders import (
 from ._preprocess import (
     highly_variable_genes,
     library_size,
+    log_expression,
     log_moments,
     log_normalize,
     row_chunks,
+    sample_log_shift,
     selected_log_expression,
 )
 from ._simulate import TISSUE_PROPORTIONS, simulate
@@ -30,18 +42,24 @@ __all__ = [
     "PartitionBatchSampler",
     "adjacency",
     "augment_expression",
+    "balanced_knn",
+    "balanced_search",
     "cell_loader",
     "check_counts",
     "highly_variable_genes",
     "knn",
     "library_size",
+    "log_expression",
     "log_moments",
     "log_normalize",
     "mask_with_shuffled",
+    "neighbourhood_mean",
     "normalized_adjacency",
     "partition_cells",
     "read_rows",
     "row_chunks",
+    "sample_log_shift",
+    "search",
     "selected_log_expression",
     "simulate",
 ]

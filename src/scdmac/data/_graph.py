@@ -47,30 +47,144 @@ def knn(
     indices, distances
         ``(n_cells, n_neighbors)`` arrays: int64 and float32 (cosine: ``1 − cos``).
     """
+    _check_search(metric, method)
+    idx, dist = search(X, X, n_neighbors + 1, metric=metric, random_state=random_state, method=method)
+    return _drop_self(idx, dist, n_neighbors)
+
+
+def _check_search(metric: str, method: str) -> None:
     if metric not in ("euclidean", "cosine"):
         raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
     if method not in ("auto", "exact", "approximate"):
         raise ValueError(f"method must be 'auto', 'exact' or 'approximate', got {method!r}.")
-    n = X.shape[0]
-    if method == "exact" or (method == "auto" and n <= EXACT_KNN_MAX_CELLS):
+
+
+def search(
+    reference: np.ndarray,
+    query: np.ndarray,
+    n_neighbors: int,
+    metric: str = "euclidean",
+    random_state: int | None = 0,
+    method: KnnMethod = "auto",
+):
+    """Indices and distances of each query row's ``n_neighbors`` nearest ``reference`` rows.
+
+    The engine behind :func:`knn` (``query`` is ``reference`` there) and behind placing new cells
+    on a trained model's cells; see :func:`knn` for ``metric`` and ``method`` (``"auto"`` decides by
+    the number of reference rows).
+
+    Returns
+    -------
+    indices, distances
+        ``(n_query, n_neighbors)`` arrays: int64 positions in ``reference`` and float32 distances.
+    """
+    _check_search(metric, method)
+    n_neighbors = int(min(n_neighbors, reference.shape[0]))
+    self_search = query is reference
+    if method == "exact" or (method == "auto" and reference.shape[0] <= EXACT_KNN_MAX_CELLS):
         from sklearn.neighbors import NearestNeighbors
 
-        X = np.asarray(X, dtype=np.float32)
-        if metric == "cosine":
-            norms = np.linalg.norm(X, axis=1, keepdims=True)
-            X = X / np.where(norms > 0, norms, 1.0)
-        nn = NearestNeighbors(n_neighbors=n_neighbors + 1, algorithm="brute", n_jobs=-1).fit(X)
-        dist, idx = nn.kneighbors(X)
+        reference = _for_exact(reference, metric)
+        query = reference if self_search else _for_exact(query, metric)
+        nn = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", n_jobs=-1).fit(reference)
+        dist, idx = nn.kneighbors(query)
         if metric == "cosine":
             dist = dist**2 / 2
     else:
         from pynndescent import NNDescent
 
         index = NNDescent(
-            X, n_neighbors=n_neighbors + 1, metric=metric, random_state=random_state, n_jobs=-1, compressed=True
+            reference, n_neighbors=n_neighbors, metric=metric, random_state=random_state, n_jobs=-1, compressed=True
         )
-        idx, dist = index.neighbor_graph
-    return _drop_self(idx, dist, n_neighbors)
+        # the index's own graph answers a search of the reference itself without a second pass
+        idx, dist = index.neighbor_graph if self_search else index.query(np.asarray(query), k=n_neighbors)
+    return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32)
+
+
+def _for_exact(X: np.ndarray, metric: str) -> np.ndarray:
+    """float32 rows; unit rows for cosine, whose neighbours are then the Euclidean ones."""
+    X = np.asarray(X, dtype=np.float32)
+    if metric == "cosine":
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X = X / np.where(norms > 0, norms, 1.0)
+    return X
+
+
+def balanced_search(
+    reference: np.ndarray,
+    reference_groups: np.ndarray,
+    query: np.ndarray,
+    per_group: int,
+    metric: str = "euclidean",
+    random_state: int | None = 0,
+    method: KnnMethod = "auto",
+    exclude_self: bool = False,
+):
+    """Each query row's ``per_group`` nearest reference rows in every group (BBKNN's neighbourhood).
+
+    Parameters
+    ----------
+    reference, query
+        Rows × features.
+    reference_groups
+        Group (sample) of each reference row.
+    per_group
+        Neighbours taken from each group (fewer from a group that has fewer rows).
+    metric, random_state, method
+        As for :func:`search`.
+    exclude_self
+        ``query`` is ``reference``: leave each row out of its own neighbours.
+
+    Returns
+    -------
+    indices, distances
+        ``(n_query, per_group × n_groups)`` positions in ``reference`` (int64) and distances, each
+        group's neighbours in turn; a group with fewer rows repeats its last neighbour.
+    """
+    groups = np.asarray(reference_groups)
+    indices, distances = [], []
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        k = per_group + 1 if exclude_self else per_group
+        idx, dist = search(reference[members], query, k, metric=metric, random_state=random_state, method=method)
+        idx = members[idx]
+        if exclude_self and idx.shape[1] > 1:
+            # a cell is among its own group's nearest: drop it (from the other groups, the extra one)
+            idx, dist = _drop_self(idx, dist, min(per_group, idx.shape[1] - 1))
+        # a small group gives fewer neighbours: repeat the last so every group fills its columns
+        if idx.shape[1] < per_group:
+            pad = per_group - idx.shape[1]
+            idx = np.concatenate([idx, np.repeat(idx[:, -1:], pad, 1)], 1)
+            dist = np.concatenate([dist, np.repeat(dist[:, -1:], pad, 1)], 1)
+        indices.append(idx)
+        distances.append(dist)
+    return np.concatenate(indices, 1), np.concatenate(distances, 1)
+
+
+def balanced_knn(
+    X: np.ndarray,
+    groups: np.ndarray,
+    n_neighbors: int,
+    metric: str = "euclidean",
+    random_state: int | None = 0,
+    method: KnnMethod = "auto",
+):
+    """Batch-balanced kNN: each cell's nearest cells in every group, ``n_neighbors`` in all (BBKNN's idea).
+
+    With cells from several samples, a plain kNN graph links cells mostly within their own sample;
+    taking ``ceil(n_neighbors / n_groups)`` neighbours from each sample links every cell to its
+    closest counterparts in all of them, so graph-based smoothing and neighbour swaps mix samples.
+
+    Returns
+    -------
+    indices, distances
+        ``(n_cells, ceil(n_neighbors / n_groups) × n_groups)`` arrays (self excluded).
+    """
+    n_groups = len(np.unique(groups))
+    per_group = max(1, -(-n_neighbors // n_groups))
+    return balanced_search(
+        X, groups, X, per_group, metric=metric, random_state=random_state, method=method, exclude_self=True
+    )
 
 
 def _drop_self(idx: np.ndarray, dist: np.ndarray, k: int):
@@ -80,6 +194,13 @@ def _drop_self(idx: np.ndarray, dist: np.ndarray, k: int):
     # keep the first k entries that are not the cell itself
     order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(idx, order, 1).astype(np.int64), np.take_along_axis(dist, order, 1).astype(np.float32)
+
+
+def neighbourhood_mean(X: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Each row of ``X`` averaged with its neighbours' rows (``indices``: ``(n, k)`` positions), sparse."""
+    n, k = indices.shape
+    A = sp.csr_matrix((np.ones(n * k, dtype=np.float32), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    return ((X + A @ X) / (k + 1)).astype(np.float32)
 
 
 def adjacency(indices: np.ndarray, symmetric: bool = True) -> sp.csr_matrix:

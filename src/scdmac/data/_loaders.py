@@ -41,11 +41,14 @@ class NeighborBatchSampler(Sampler):
     shuffle
         Draw cells in a new random order each epoch (torch's global generator, so
         ``scvi.settings.seed`` fixes it).
+    cells
+        Positions of the cells to draw from (default: all ``n_obs``), e.g. a training split.
     """
 
-    def __init__(self, n_obs: int, batch_size: int, shuffle: bool = True):
-        self.n_obs = int(n_obs)
-        self.batch_size = int(min(batch_size, n_obs))
+    def __init__(self, n_obs: int, batch_size: int, shuffle: bool = True, cells: np.ndarray | None = None):
+        self.cells = torch.arange(int(n_obs)) if cells is None else torch.as_tensor(np.asarray(cells), dtype=torch.long)
+        self.n_obs = len(self.cells)
+        self.batch_size = int(max(1, min(batch_size, self.n_obs)))
         self.shuffle = shuffle
 
     def _n_batches(self) -> int:
@@ -59,7 +62,7 @@ class NeighborBatchSampler(Sampler):
 
     def _batches(self) -> list[torch.Tensor]:
         order = torch.randperm(self.n_obs) if self.shuffle else torch.arange(self.n_obs)
-        batches = list(torch.split(order, self.batch_size))
+        batches = list(torch.split(self.cells[order], self.batch_size))
         if len(batches) > self._n_batches():
             batches[-2:] = [torch.cat(batches[-2:])]
         return batches
@@ -88,12 +91,16 @@ class PartitionBatchSampler(NeighborBatchSampler):
         About this many cells per batch.
     shuffle
         New group order each epoch (torch's global generator).
+    cells
+        Positions of the cells to draw from (default: all), e.g. a training split: groups are then
+        made of those cells only.
     """
 
-    def __init__(self, partitions: np.ndarray, batch_size: int, shuffle: bool = True):
+    def __init__(self, partitions: np.ndarray, batch_size: int, shuffle: bool = True, cells: np.ndarray | None = None):
         partitions = np.asarray(partitions, dtype=np.int64)
-        super().__init__(len(partitions), batch_size, shuffle=shuffle)
-        order = np.argsort(partitions, kind="stable")
+        super().__init__(len(partitions), batch_size, shuffle=shuffle, cells=cells)
+        members = self.cells.numpy()
+        order = members[np.argsort(partitions[members], kind="stable")]
         bounds = np.flatnonzero(np.diff(partitions[order])) + 1
         self.groups = [torch.from_numpy(g) for g in np.split(order, bounds)]
 
@@ -121,8 +128,14 @@ def read_rows(matrix, rows: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block[inverse], dtype=np.float32)
 
 
+#: registered covariates a minibatch carries, when setup registered them, under their batch names
+_COVARIATES = {REGISTRY_KEYS.BATCH_KEY: BATCH_KEYS.BATCH, REGISTRY_KEYS.CAT_COVS_KEY: BATCH_KEYS.CAT_COVS}
+
+
 class CellBatches:
-    """Collate of one sampled batch into named tensors: ``X`` (counts) and ``index`` (row numbers).
+    """Collate of one sampled batch into named tensors: ``X`` (counts), ``index`` (row numbers), and more.
+
+    When registered, ``batch`` (sample codes) and ``cat_covs`` (covariate codes) too.
 
     The batch samplers yield whole batches, and scvi-tools' dataset returns them as one item, so the
     collate unwraps that item instead of stacking items.
@@ -135,10 +148,15 @@ class CellBatches:
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         data = default_convert(items[0])
-        return {
+        batch = {
             BATCH_KEYS.X: data[REGISTRY_KEYS.X_KEY],
             BATCH_KEYS.INDEX: data[REGISTRY_KEYS.INDICES_KEY].long().view(-1),
         }
+        for registry_key, batch_key in _COVARIATES.items():
+            if registry_key in data:
+                codes = torch.as_tensor(data[registry_key]).long()
+                batch[batch_key] = codes.view(codes.shape[0], -1)
+        return batch
 
 
 class NeighborPairBatches(CellBatches):
@@ -153,18 +171,25 @@ class NeighborPairBatches(CellBatches):
         ``(n_obs, k)`` neighbour positions.
     counts
         The registered counts matrix (rows are read by position).
+    samples
+        Sample code of every cell, when a sample is registered: the neighbours' codes are added as
+        ``batch_neighbor``.
     """
 
-    def __init__(self, neighbors: np.ndarray, counts):
+    def __init__(self, neighbors: np.ndarray, counts, samples: np.ndarray | None = None):
         self.neighbors = torch.as_tensor(np.asarray(neighbors), dtype=torch.long)
         self.counts = counts
+        self.samples = None if samples is None else torch.as_tensor(np.asarray(samples).ravel(), dtype=torch.long)
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         batch = super().__call__(items)
         cells = batch[BATCH_KEYS.INDEX]
         pick = torch.randint(self.neighbors.shape[1], (len(cells),))
-        neighbor = read_rows(self.counts, self.neighbors[cells, pick].numpy())
-        return {**batch, BATCH_KEYS.X_NEIGHBOR: torch.from_numpy(neighbor)}
+        rows = self.neighbors[cells, pick]
+        batch[BATCH_KEYS.X_NEIGHBOR] = torch.from_numpy(read_rows(self.counts, rows.numpy()))
+        if self.samples is not None:
+            batch[BATCH_KEYS.BATCH_NEIGHBOR] = self.samples[rows].view(-1, 1)
+        return batch
 
 
 class SubgraphBatches(CellBatches):
@@ -196,8 +221,10 @@ def cell_loader(
     neighbors: np.ndarray | None = None,
     partitions: np.ndarray | None = None,
     graph: CellGraph | None = None,
+    cells: np.ndarray | None = None,
+    **loader_kwargs,
 ) -> AnnDataLoader:
-    """An :class:`~scvi.dataloaders.AnnDataLoader` over all cells giving named minibatches.
+    """An :class:`~scvi.dataloaders.AnnDataLoader` over all cells (or ``cells``) giving named minibatches.
 
     Parameters
     ----------
@@ -214,6 +241,11 @@ def cell_loader(
         New random batches each epoch.
     neighbors, partitions, graph
         The kNN neighbour positions, cell groups and cell graph the batch kind needs.
+    cells
+        Positions of the cells to draw minibatches from (default: all).
+    **loader_kwargs
+        Passed to :class:`~scvi.dataloaders.AnnDataLoader` and torch's ``DataLoader``
+        (``num_workers``, ``pin_memory``, ``persistent_workers``, ``load_sparse_tensor``).
 
     Returns
     -------
@@ -225,28 +257,40 @@ def cell_loader(
     if batches == "subgraphs":
         if partitions is None or graph is None:
             raise ValueError('batches="subgraphs" needs the cell partitions and the cell graph.')
-        sampler = PartitionBatchSampler(partitions, batch_size, shuffle=shuffle)
+        sampler = PartitionBatchSampler(partitions, batch_size, shuffle=shuffle, cells=cells)
         collate = SubgraphBatches(graph)
     elif batches == "neighbor_pairs":
         if neighbors is None:
             raise ValueError('batches="neighbor_pairs" needs the kNN neighbour positions.')
-        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle)
-        collate = NeighborPairBatches(neighbors, adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY))
+        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle, cells=cells)
+        samples = (
+            adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+            if REGISTRY_KEYS.BATCH_KEY in adata_manager.data_registry
+            else None
+        )
+        collate = NeighborPairBatches(neighbors, adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), samples)
     elif batches == "cells":
-        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle)
+        sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle, cells=cells)
         collate = CellBatches()
     else:
         raise ValueError(f"batches must be 'cells', 'neighbor_pairs' or 'subgraphs', not {batches!r}.")
+    registered = adata_manager.data_registry
+    covariates = [key for key in _COVARIATES if key in registered]
     return AnnDataLoader(
         adata_manager,
         sampler=sampler,
-        data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.INDICES_KEY],
+        data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.INDICES_KEY, *covariates],
         collate_fn=collate,
+        **loader_kwargs,
     )
 
 
 class CellDataModule(LightningDataModule):
-    """All cells for training (clustering needs every cell), no validation split.
+    """Minibatches of the training cells, and of the validation cells when a split is asked for.
+
+    By default every cell trains (clustering needs every cell, and the DEC targets cover all of them
+    either way); with ``validation_size``, a share of the cells is held out of the minibatches and
+    their loss is computed at the end of each validation epoch (``{stage}_validation_loss``).
 
     Parameters
     ----------
@@ -258,6 +302,13 @@ class CellDataModule(LightningDataModule):
         How minibatches are built (see :func:`cell_loader`).
     neighbors, partitions, graph
         What that batch kind needs (see :func:`cell_loader`).
+    train_size, validation_size
+        Shares of the cells that train and validate, checked as scvi-tools checks them (default:
+        all cells train, none validate).
+    shuffle_set_split
+        Draw the split at random (``scvi.settings.seed``); else the first cells train.
+    **loader_kwargs
+        Passed to every loader (see :func:`cell_loader`).
     """
 
     def __init__(
@@ -268,6 +319,10 @@ class CellDataModule(LightningDataModule):
         neighbors: np.ndarray | None = None,
         partitions: np.ndarray | None = None,
         graph: CellGraph | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        **loader_kwargs,
     ):
         super().__init__()
         self.adata_manager = adata_manager
@@ -276,21 +331,51 @@ class CellDataModule(LightningDataModule):
         self.neighbors = neighbors
         self.partitions = partitions
         self.graph = graph
-        self.n_train = adata_manager.adata.n_obs
-        self.n_val = 0
+        self.loader_kwargs = loader_kwargs
+        self.train_indices, self.val_indices = split_cells(
+            adata_manager.adata.n_obs, train_size, validation_size, shuffle_set_split
+        )
+        self.n_train = len(self.train_indices)
+        self.n_val = len(self.val_indices)
 
-    def train_dataloader(self) -> AnnDataLoader:
-        """Shuffled minibatches over all cells, of the module's batch kind."""
+    def _loader(self, cells: np.ndarray, shuffle: bool) -> AnnDataLoader:
         return cell_loader(
             self.adata_manager,
             self.batch_size,
             self.batches,
-            shuffle=True,
+            shuffle=shuffle,
             neighbors=self.neighbors,
             partitions=self.partitions,
             graph=self.graph,
+            cells=cells,
+            **self.loader_kwargs,
         )
 
+    def train_dataloader(self) -> AnnDataLoader:
+        """Shuffled minibatches over the training cells, of the module's batch kind."""
+        return self._loader(self.train_indices, shuffle=True)
+
     def val_dataloader(self):
-        """No validation split: an empty list."""
-        return []
+        """Minibatches over the validation cells (an empty list without a validation split)."""
+        return self._loader(self.val_indices, shuffle=False) if self.n_val else []
+
+
+def split_cells(
+    n_obs: int, train_size: float | None, validation_size: float | None, shuffle: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation cell positions, sized by scvi-tools' own rule (``validate_data_split``).
+
+    ``train_size=None`` and ``validation_size=None``: every cell trains; only ``validation_size``:
+    the other cells train; only ``train_size``: the other cells validate. The shuffle follows
+    ``scvi.settings.seed``, as scvi-tools' data splitter does.
+    """
+    from scvi import settings
+    from scvi.dataloaders._data_splitting import validate_data_split
+
+    if train_size is None and validation_size is None:
+        return np.arange(n_obs), np.arange(0)
+    if train_size is None:  # only a validation share given: the other cells train
+        train_size = 1.0 - float(validation_size)  # type: ignore[arg-type]
+    n_train, n_val = validate_data_split(n_obs, train_size, validation_size)
+    order = np.random.default_rng(settings.seed).permutation(n_obs) if shuffle else np.arange(n_obs)
+    return np.sort(order[:n_train]), np.sort(order[n_train : n_train + n_val])

@@ -73,6 +73,11 @@ def highly_variable_genes(log_counts, n_top_genes: int, gene_min_cells: int = 1)
 
 def pca(X, n_comps: int, random_state: int | None) -> np.ndarray:
     """Principal components of ``X`` (dense or sparse, centred implicitly) as float32."""
+    return fit_pca(X, n_comps, random_state)[0]
+
+
+def fit_pca(X, n_comps: int, random_state: int | None):
+    """Principal components of ``X`` as float32, and the fitted scikit-learn PCA (to project new rows)."""
     from sklearn.decomposition import PCA
 
     n_comps = int(min(n_comps, X.shape[0] - 1, X.shape[1] - 1))
@@ -81,7 +86,14 @@ def pca(X, n_comps: int, random_state: int | None) -> np.ndarray:
         solver = "arpack"
     else:
         solver = "auto"
-    return PCA(n_comps, svd_solver=solver, random_state=random_state).fit_transform(X).astype(np.float32)
+    model = PCA(n_comps, svd_solver=solver, random_state=random_state)
+    return model.fit_transform(X).astype(np.float32), model
+
+
+def log_expression(counts, gene_indices: np.ndarray) -> sp.csr_matrix:
+    """Log-normalised expression of ``gene_indices`` for all cells (library sizes over all genes), in blocks."""
+    genes = np.asarray(gene_indices)
+    return sp.vstack([log_normalize(block)[:, genes] for _, block in row_chunks(counts)], format="csr")
 
 
 def selected_log_expression(
@@ -121,11 +133,32 @@ def log_moments(counts, gene_indices: np.ndarray) -> tuple[np.ndarray, np.ndarra
     :data:`TARGET_SUM` per cell, library sizes over all genes), so fixed input statistics match it.
     A matrix backed on disk is read in blocks.
     """
-    if not in_memory(counts):
-        genes = np.asarray(gene_indices)
-        blocks = [log_normalize(block)[:, genes] for _, block in row_chunks(counts)]
-        return log_moments(sp.vstack(blocks, format="csr"), np.arange(genes.size))
-    X = log_normalize(counts)[:, np.asarray(gene_indices)]
+    X = log_expression(counts, gene_indices)
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel() - mean**2
     return mean.astype(np.float32), np.maximum(var, 0.0).astype(np.float32)
+
+
+def sample_log_shift(counts, gene_indices: np.ndarray, samples: np.ndarray, n_samples: int) -> np.ndarray:
+    """Each sample's mean log-normalised expression of ``gene_indices`` minus that of all cells.
+
+    Subtracting a cell's row from its expression (what the modules do with a sample registered)
+    gives every sample the same mean profile: ComBat's location step, without its shrinkage. Read in
+    blocks, so a matrix backed on disk works too.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        ``(n_samples, n_genes)`` float32.
+    """
+    genes = np.asarray(gene_indices)
+    samples = np.asarray(samples, dtype=np.int64)
+    sums = np.zeros((n_samples, genes.size))
+    for start, block in row_chunks(counts):
+        rows = samples[start : start + block.shape[0]]
+        indicator = sp.csr_matrix((np.ones(rows.size), (rows, np.arange(rows.size))), shape=(n_samples, rows.size))
+        sums += np.asarray((indicator @ log_normalize(block)[:, genes]).todense())
+    sizes = np.bincount(samples, minlength=n_samples).astype(np.float64)
+    overall = sums.sum(0) / sizes.sum()
+    means = sums / np.maximum(sizes, 1.0)[:, None]
+    return (means - overall).astype(np.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -86,6 +87,33 @@ def _check_values(X, where: str) -> None:
             f"{n_empty} cells have no counts in {where}. Remove them before setup, for example with "
             "sc.pp.filter_cells(adata, min_counts=1)."
         )
+
+
+def check_covariates(adata: AnnData, batch_key: str | None, covariate_keys: list[str]) -> np.ndarray | None:
+    """Check the sample and covariate columns named at setup; return the sample codes (``None`` without one).
+
+    Each must be a column of ``adata.obs`` without missing values, named once.
+    """
+    keys = ([batch_key] if batch_key is not None else []) + covariate_keys
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"Sample and covariate keys are adata.obs column names (str), got {key!r}.")
+        if key not in adata.obs:
+            raise KeyError(
+                f"{key!r} is not a column of adata.obs (columns: {list(adata.obs.columns)[:20]}): "
+                "pass the name of the column that holds each cell's sample or covariate."
+            )
+        missing = int(adata.obs[key].isna().sum())
+        if missing:
+            raise ValueError(
+                f"adata.obs[{key!r}] has {missing} missing value(s): give every cell a sample/covariate "
+                "label (e.g. adata.obs[key] = adata.obs[key].cat.add_categories('unknown').fillna('unknown'))."
+            )
+    if len(set(keys)) < len(keys):
+        raise ValueError(f"Each column may be named once among batch_key and categorical_covariate_keys, got {keys}.")
+    if batch_key is None:
+        return None
+    return pd.Categorical(adata.obs[batch_key]).codes.astype(np.int64)
 
 
 def check_n_clusters(n_clusters: int | None, n_obs: int) -> None:

@@ -23,16 +23,26 @@ import torch
 from anndata import AnnData
 from scvi import settings
 from scvi.data import AnnDataManager
-from scvi.data.fields import LayerField, NumericalObsField, ObsmField
-from scvi.model.base import BaseModelClass
+from scvi.data._constants import _SCVI_UUID_KEY
+from scvi.data._utils import _assign_adata_uuid
+from scvi.data.fields import (
+    CategoricalJointObsField,
+    CategoricalObsField,
+    LayerField,
+    NumericalObsField,
+    ObsmField,
+)
+from scvi.model.base import ArchesMixin, BaseModelClass
 from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import CellGraph, KnnMethod, knn, partition_cells
-from ..data._loaders import BatchKind, CellDataModule
-from ..data._preprocess import library_size, pca, selected_log_expression
+from .._logging import package_logger, quiet_lightning, quiet_loggers
+from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
+from ..data._loaders import BatchKind, CellDataModule, split_cells
+from ..data._preprocess import library_size, pca, sample_log_shift, selected_log_expression
 from ..data._validate import (
     check_counts,
+    check_covariates,
     check_indices,
     check_int,
     check_modelled_genes,
@@ -41,7 +51,8 @@ from ..data._validate import (
     check_train_args,
     get_counts,
 )
-from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan
+from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan, StageProgressBar
+from ._expression import ExpressionMixin
 from ._files import (
     check_same_genes,
     check_save_target,
@@ -53,8 +64,10 @@ from ._files import (
     write_checksum,
 )
 from ._n_clusters import estimate_n_clusters, leiden_at_k
+from ._query import align_genes, query_manager
 
 logger = logging.getLogger(__name__)
+package_logger()  # the package's lines print through scvi-tools' console
 
 
 def _seed() -> int:
@@ -94,7 +107,7 @@ def _merge_history(old: dict | None, new: dict | None) -> dict:
     return merged
 
 
-class DeepClusteringModel(BaseModelClass):
+class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     """Base of :class:`~scdmac.model.SCDMAC` and :class:`~scdmac.model.SCDSEC`.
 
     Subclasses set ``_prefix`` (the name used in AnnData keys), ``_graph_metric``,
@@ -110,6 +123,10 @@ class DeepClusteringModel(BaseModelClass):
     _default_batch_size: int = 256
     #: how the clustering stage places its centres unless ``train(cluster_init=...)`` says otherwise
     _cluster_init: Literal["kmeans", "leiden"] = "kmeans"
+    #: what query cells are placed on, for models whose outputs depend on graph neighbours
+    _reference_cache: object | None = None
+    #: the last query AnnData and the AnnData prepared from it (:meth:`prepare_query`)
+    _query: tuple[AnnData, AnnData] | None = None
 
     # ---- registration -------------------------------------------------------------------------
     @classmethod
@@ -145,12 +162,16 @@ class DeepClusteringModel(BaseModelClass):
         partition_size: int | None = None,
         metric: str | None = None,
         knn_method: KnnMethod = "auto",
+        batch_key: str | None = None,
+        categorical_covariate_keys: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         """Validate counts, select genes, build the kNN graph and register the fields.
 
         With ``partition_size``, cells are also grouped for subgraph minibatches
-        (:func:`~scdmac.data.partition_cells`) and the groups registered.
+        (:func:`~scdmac.data.partition_cells`) and the groups registered. With ``batch_key``, the
+        graph is batch-balanced (:func:`~scdmac.data.balanced_knn`) and the groups are made on
+        principal components averaged over it, so that both cross samples.
         """
         if adata.is_view:
             raise ValueError(
@@ -166,6 +187,8 @@ class DeepClusteringModel(BaseModelClass):
             check_int("partition_size", partition_size, 2)
         if knn_method not in ("auto", "exact", "approximate"):
             raise ValueError(f"knn_method must be 'auto', 'exact' or 'approximate', got {knn_method!r}.")
+        covariate_keys = list(categorical_covariate_keys or [])
+        samples = check_covariates(adata, batch_key, covariate_keys)
         seed = _seed()
         with _timed("log-normalisation and gene selection"):
             min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
@@ -176,7 +199,12 @@ class DeepClusteringModel(BaseModelClass):
         del log_selected
         with _timed("kNN search"):
             metric = metric or cls._graph_metric
-            indices, _ = knn(pcs, n_neighbors, metric=metric, random_state=seed, method=knn_method)
+            if samples is None:
+                indices, _ = knn(pcs, n_neighbors, metric=metric, random_state=seed, method=knn_method)
+            else:
+                indices, _ = balanced_knn(
+                    pcs, samples, n_neighbors, metric=metric, random_state=seed, method=knn_method
+                )
 
         adata.var[cls.hvg_key()] = hvg
         adata.obsm[cls.neighbors_key()] = indices
@@ -187,12 +215,21 @@ class DeepClusteringModel(BaseModelClass):
             ObsmField(REGISTRY_KEYS.NEIGHBORS_KEY, cls.neighbors_key()),
             NumericalObsField(REGISTRY_KEYS.INDICES_KEY, cls.indices_key()),
         ]
+        # sample and covariates only when given: data without them keep exactly the fields they had
+        if batch_key is not None:
+            fields.append(CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key))
+        if covariate_keys:
+            fields.append(CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, covariate_keys))
         if partition_size is not None:
             with _timed("partition"):
-                adata.obs[cls.partition_key()] = partition_cells(pcs, partition_size, random_state=seed)
+                # groups of cells alike across samples: on components averaged over the balanced graph
+                coords = pcs if samples is None else neighbourhood_mean(pcs, indices)
+                adata.obs[cls.partition_key()] = partition_cells(coords, partition_size, random_state=seed)
             fields.append(NumericalObsField(REGISTRY_KEYS.PARTITION_KEY, cls.partition_key()))
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        # scvi-tools notes that the neighbour matrix has no column names: true, and nothing to act on
+        with quiet_loggers("scvi.data.fields._arraylike_field"):
+            manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     def _model_inputs(self) -> dict:
@@ -203,7 +240,27 @@ class DeepClusteringModel(BaseModelClass):
             "n_input": self.summary_stats.n_vars,
             "gene_indices": np.flatnonzero(hvg),
             "median_library": float(np.median(library_size(counts))),
+            "n_cat_list": self._covariate_levels(),
+            "sample_shift": self._sample_shift(counts, np.flatnonzero(hvg)),
         }
+
+    def _sample_shift(self, counts, gene_indices: np.ndarray) -> np.ndarray | None:
+        """Each registered sample's shift of the mean log expression (``None`` without a sample)."""
+        if REGISTRY_KEYS.BATCH_KEY not in self.adata_manager.data_registry:
+            return None
+        codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        return sample_log_shift(counts, gene_indices, codes, int(self.summary_stats.n_batch))
+
+    def _covariate_levels(self) -> list[int]:
+        """Number of levels of the sample (first) and of each categorical covariate, as registered."""
+        registry = self.adata_manager.data_registry
+        levels = []
+        if REGISTRY_KEYS.BATCH_KEY in registry:
+            levels.append(int(self.summary_stats.n_batch))
+        if REGISTRY_KEYS.CAT_COVS_KEY in registry:
+            state = self.adata_manager.get_state_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+            levels.extend(int(n) for n in state.n_cats_per_key)
+        return levels
 
     def _module_kwargs(self, init_locals: dict) -> dict:
         """The module's hyperparameters, taken from the model's ``__init__`` arguments of the same name."""
@@ -271,6 +328,11 @@ class DeepClusteringModel(BaseModelClass):
         kmeans_n_init: int = 20,
         stage_steps: dict[str, int] | None = None,
         checkpoint_dir: str | Path | None = None,
+        train_size: float | None = None,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
         """Train the stages in order, then write the results into the AnnData.
@@ -330,8 +392,27 @@ class DeepClusteringModel(BaseModelClass):
             folder holds the checkpoint of an interrupted run with the same settings and data, training
             resumes after its last finished stage, to the same result as an uninterrupted run; the
             checkpoint is removed when the run completes.
+        train_size, validation_size
+            Shares of the cells that train and that are held out for validation, as in scvi-tools
+            (default: every cell trains; clustering needs every cell, and the DEC targets always cover
+            all of them). With a validation split, each stage logs ``{stage}_validation_loss`` into
+            :attr:`history` (every ``check_val_every_n_epoch`` epochs, default 1), and
+            ``early_stopping`` watches that loss instead of the training loss.
+        shuffle_set_split
+            Draw the split at random (``scvi.settings.seed``); else the first cells train.
+        load_sparse_tensor
+            Minibatches of counts as sparse tensors, densified on the training device (less to move to a GPU).
+        datasplitter_kwargs
+            Passed to every data loader (``num_workers``, ``pin_memory``, ``persistent_workers``).
         **trainer_kwargs
-            Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``.
+            Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``,
+            ``check_val_every_n_epoch``.
+
+        Notes
+        -----
+        ``early_stopping`` here is each pretraining stage's plateau rule, part of the default
+        schedule (on by default, unlike scvi-tools' early stopping, which is off by default and
+        watches the validation loss). The clustering stage has its own stopping rule (``tol``).
         """
         batch_size = self._default_batch_size if batch_size is None else batch_size
         check_train_args(
@@ -344,6 +425,8 @@ class DeepClusteringModel(BaseModelClass):
         selected = self._select_stages(stages)
         for stage in selected:
             self.module.check_stage(stage.name)
+        # scvi-tools' checks of the split sizes, before any training
+        validates = len(split_cells(self.adata.n_obs, train_size, validation_size)[1]) > 0
         cluster_init = cluster_init or self._cluster_init
         if cluster_init not in ("kmeans", "leiden"):
             raise ValueError(f"cluster_init must be 'kmeans' or 'leiden', not {cluster_init!r}.")
@@ -362,6 +445,7 @@ class DeepClusteringModel(BaseModelClass):
             raise ValueError(f"Unknown plan_kwargs {sorted(unknown)}: the plans take {sorted(cluster_args)}.")
         user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         n_obs = self.adata.n_obs
+        self._reference_cache = None  # what new cells are placed on changes with the weights
         plan: StagePlan | None = None
         finished: list[str] = []
         if checkpoint_dir is not None:
@@ -384,6 +468,7 @@ class DeepClusteringModel(BaseModelClass):
                 # large data: epochs of a random subset of the batches keep the default step budget
                 stage_trainer_kwargs.setdefault("limit_train_batches", batches_per_epoch)
             callbacks = list(user_callbacks)
+            monitor = f"{stage.name}_validation_loss" if validates else f"{stage.name}_loss"
             if stage.clustering:
                 self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
                 args = {k: v for k, v in plan_kwargs.items() if k in cluster_args}
@@ -393,9 +478,7 @@ class DeepClusteringModel(BaseModelClass):
                 args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
                 plan = StagePlan(self.module, stage, lr=lr, **args)
                 if early_stopping:
-                    callbacks.append(
-                        RelativePlateau(f"{stage.name}_loss", early_stopping_rel_delta, early_stopping_patience)
-                    )
+                    callbacks.append(RelativePlateau(monitor, early_stopping_rel_delta, early_stopping_patience))
             per_epoch = stage_trainer_kwargs.get("limit_train_batches")
             logger.info(
                 "%s stage %r: up to %d epochs%s",
@@ -404,7 +487,14 @@ class DeepClusteringModel(BaseModelClass):
                 epochs,
                 "" if per_epoch is None else f" of {per_epoch} batches",
             )
-            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, **stage_trainer_kwargs)
+            split = {
+                "train_size": train_size,
+                "validation_size": validation_size,
+                "shuffle_set_split": shuffle_set_split,
+                "load_sparse_tensor": load_sparse_tensor,
+                **(datasplitter_kwargs or {}),
+            }
+            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, split, **stage_trainer_kwargs)
             finished.append(stage.name)
             if checkpoint_dir is not None:
                 write_checkpoint(checkpoint_dir, run, finished, self.module.state_dict(), self.history_)
@@ -430,6 +520,9 @@ class DeepClusteringModel(BaseModelClass):
             "early_stopping_rel_delta",
             "kmeans_n_init",
             "stage_steps",
+            "train_size",
+            "validation_size",
+            "shuffle_set_split",
         )
         return repr(
             (
@@ -450,37 +543,56 @@ class DeepClusteringModel(BaseModelClass):
         accelerator: str,
         devices: int | list[int] | str,
         callbacks: list,
+        split: dict | None = None,
         **trainer_kwargs,
     ) -> None:
         """Fit one stage's plan over all cells with scvi-tools' runner (progress bar, history)."""
         data = CellDataModule(
-            self.adata_manager, batch_size, plan.stage.batches, **self._batch_inputs(plan.stage.batches)
+            self.adata_manager,
+            batch_size,
+            plan.stage.batches,
+            **self._batch_inputs(plan.stage.batches),
+            **(split or {}),
         )
+        if data.n_val:
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+            trainer_kwargs.setdefault("num_sanity_val_steps", 0)
         if str(trainer_kwargs.get("strategy", "")).startswith("ddp"):
             # our sampler already splits batches across ranks
             trainer_kwargs.setdefault("use_distributed_sampler", False)
         trainer_kwargs.setdefault("enable_checkpointing", False)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=data,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            callbacks=callbacks,
-            check_val_every_n_epoch=None,
-            **trainer_kwargs,
-        )
+        if trainer_kwargs.get("enable_progress_bar", True) and trainer_kwargs.get("simple_progress_bar", True):
+            # scvi-tools' per-epoch bar, named after the stage (instead of the one scvi-tools adds)
+            trainer_kwargs["simple_progress_bar"] = False
+            refresh = trainer_kwargs.pop("progress_bar_refresh_rate", 1)
+            callbacks = [*callbacks, StageProgressBar(plan.stage.name, refresh)]
         # before the trainer wraps the module: distributed training registers the trainable parameters
         plan.set_stage_mode()
         previous: dict | None = self.history
         self.is_trained_ = False
         self.history_ = None
         try:
-            runner()
+            # Lightning prints its notices when the trainer is built: keep them out from there on
+            with quiet_lightning():
+                runner = TrainRunner(
+                    self,
+                    training_plan=plan,
+                    data_splitter=data,
+                    max_epochs=max_epochs,
+                    accelerator=accelerator,
+                    devices=devices,
+                    callbacks=callbacks,
+                    **{"check_val_every_n_epoch": None, **trainer_kwargs},
+                )
+                runner()
         finally:
             plan.release_parts()
         self.history_ = _merge_history(previous, self.history_)
+        epochs = runner.trainer.current_epoch
+        if plan.stop_reason is not None:
+            logger.info("Stage %r stopped after %d epochs: %s.", plan.stage.name, epochs, plan.stop_reason)
+        else:
+            logger.info("Stage %r ran its %d epochs.", plan.stage.name, epochs)
 
     def _warn_lost_clusters(self, min_size: int) -> None:
         """Say so when the data could not support every requested cluster (labels as written by train)."""
@@ -501,42 +613,104 @@ class DeepClusteringModel(BaseModelClass):
         self, adata: AnnData | None, indices: Sequence[int] | None, batch_size: int | None, keys: Sequence[str]
     ) -> list[np.ndarray]:
         """The module's outputs ``keys`` (``z``, ``q``) for the cells of ``adata``, in eval mode."""
-        return self._per_cell(adata, indices, batch_size, keys, lambda x: self.module.inference(x))
+        return self._per_cell(adata, indices, batch_size, keys, lambda x, s: self.module.inference(x, sample=s))
 
     def _per_cell(
         self,
         adata: AnnData | None,
-        indices: Sequence[int] | None,
+        indices: Sequence[int] | np.ndarray | None,
         batch_size: int | None,
         keys: Sequence[str],
-        fn: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+        fn: Callable[[torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]],
     ) -> list[np.ndarray]:
-        """Concatenate the outputs ``keys`` of ``fn(counts)`` over minibatches of cells, in eval mode."""
+        """Concatenate the outputs ``keys`` of ``fn(counts, sample codes)`` over minibatches of cells, in eval mode.
+
+        The sample codes are ``None`` unless a sample is registered.
+        """
         adata = self._validate_anndata(adata)
         rows = check_indices(indices, adata.n_obs)
+        with_sample = REGISTRY_KEYS.BATCH_KEY in self.get_anndata_manager(adata, required=True).data_registry
+        fields = [REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.BATCH_KEY] if with_sample else [REGISTRY_KEYS.X_KEY]
         loader = self._make_data_loader(
-            adata=adata, indices=rows, batch_size=batch_size or 1024, data_and_attributes=[REGISTRY_KEYS.X_KEY]
+            adata=adata, indices=rows, batch_size=batch_size or 1024, data_and_attributes=fields
         )
         was_training = self.module.training
         self.module.eval()
         out: dict[str, list] = {k: [] for k in keys}
         with torch.inference_mode():
             for tensors in loader:
-                res = fn(tensors[REGISTRY_KEYS.X_KEY].to(self.module.device))
+                sample = tensors[REGISTRY_KEYS.BATCH_KEY].long().to(self.module.device) if with_sample else None
+                res = fn(tensors[REGISTRY_KEYS.X_KEY].to(self.module.device), sample)
                 for k in keys:
                     out[k].append(res[k].cpu().numpy())
         self.module.train(was_training)
         return [np.concatenate(out[k]).astype(np.float32) for k in keys]
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
-        # scvi-tools would try to transfer this model's setup and fail on a private key; say what to do
-        if adata is not None and adata is not self.adata and self.neighbors_key() not in adata.obsm:
-            name = type(self).__name__
+        """The training data, or new cells prepared as a query (see :meth:`prepare_query`)."""
+        if adata is None or adata is self.adata or self.adata_manager is None:
+            return super()._validate_anndata(adata, copy_if_view)
+        return self.prepare_query(adata)
+
+    def prepare_query(self, adata: AnnData) -> AnnData:
+        """Prepare new cells for this trained model: genes matched by name, the reference's setup transferred.
+
+        Called by every method that takes ``adata``; a query needs no ``setup_anndata`` of its own.
+        The query must hold raw counts where the training data had them (the same layer) for every
+        training gene; genes are matched by name (reordered, extra genes ignored; missing genes: an
+        error, or zero counts via :meth:`prepare_query_anndata`). With a sample registered, each query
+        cell must come from one of the training samples (``obs[batch_key]``). The model is not changed.
+
+        Added to ``adata``: scvi-tools' registry entries (``uns["_scvi_uuid"]``,
+        ``uns["_scvi_manager_uuid"]`` and, with a sample, ``obs["_scvi_batch"]``).
+
+        Parameters
+        ----------
+        adata
+            New cells.
+
+        Returns
+        -------
+        :class:`~anndata.AnnData`
+            ``adata`` itself, or, when its genes differ from the training genes in order or number, a
+            new AnnData with the training genes' counts that the model reads instead.
+        """
+        if adata.is_view:
             raise ValueError(
-                f"This AnnData was not set up for {name}: run {name}.setup_anndata(adata, ...) on it first, with "
-                "the arguments used for the training data (and the same genes in the same order)."
+                "adata is a view of another AnnData: make it an AnnData of its own first, with adata = adata.copy()."
             )
-        return super()._validate_anndata(adata, copy_if_view)
+        if self._query is not None and self._query[0] is adata:
+            return self._query[1]
+        store = self._per_instance_manager_store.get(self.id, {})
+        manager = store.get(adata.uns.get(_SCVI_UUID_KEY))
+        if manager is not None and manager.adata is adata:
+            return adata
+        layer = self.adata_manager.registry["setup_args"].get("layer")
+        aligned = align_genes(adata, self.adata.var_names, layer, type(self).__name__)
+        # a copy of a registered AnnData carries its uuid: give it its own before registering it
+        _assign_adata_uuid(aligned, overwrite=True)
+        self._register_manager_for_instance(query_manager(aligned, self.adata_manager, type(self).__name__))
+        self._query = (adata, aligned)
+        return aligned
+
+    @classmethod
+    def prepare_query_anndata(cls, adata: AnnData, reference_model, inplace: bool = True) -> AnnData | None:
+        """Pad and reorder a query's genes to the reference model's, missing genes as zero counts.
+
+        scvi-tools' own preparation (:meth:`scvi.model.base.ArchesMixin.prepare_query_anndata`). Use it
+        only when the missing genes were truly not detected: :meth:`prepare_query` otherwise refuses a
+        query that lacks training genes.
+
+        Parameters
+        ----------
+        adata
+            The query.
+        reference_model
+            The trained model, or the folder it was saved to.
+        inplace
+            Change ``adata`` in place (default) or return a new AnnData.
+        """
+        return ArchesMixin.prepare_query_anndata(adata, reference_model, inplace=inplace)
 
     def _embed_all(self) -> torch.Tensor:
         return torch.from_numpy(self._collect(None, None, None, ["z"])[0])
@@ -642,7 +816,8 @@ class DeepClusteringModel(BaseModelClass):
         ``"k-1"``, every cluster a category even when it holds no cell) and
         ``obsm[soft_key]`` (cells × clusters). :meth:`train` calls this for the training data.
         """
-        adata = self._validate_anndata(adata)
+        adata = self.adata if adata is None else adata
+        # the outputs of a query prepared under another AnnData are written into the user's own
         z, q = self._collect(adata, None, None, ["z", "q"])
         labels = q.argmax(1)
         adata.obsm[self.latent_key] = z

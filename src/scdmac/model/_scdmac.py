@@ -8,6 +8,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
@@ -144,6 +145,8 @@ class SCDMAC(DeepClusteringModel):
         cls,
         adata: AnnData,
         layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         n_top_genes: int = 2000,
         n_neighbors: int = 15,
         n_pcs: int = 50,
@@ -165,6 +168,9 @@ class SCDMAC(DeepClusteringModel):
         ----------
         %(param_adata)s
         %(param_layer)s
+        %(param_batch_key)s
+            The sample is removed where it enters: see the method notes, "Samples and new cells".
+        %(param_cat_cov_keys)s
         n_top_genes
             Number of highly variable genes modelled (all detected genes when there are fewer).
         n_neighbors
@@ -177,7 +183,17 @@ class SCDMAC(DeepClusteringModel):
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
-            adata, layer, n_top_genes, n_neighbors, n_pcs, 0.0, setup_method_args, knn_method=knn_method, **kwargs
+            adata,
+            layer,
+            n_top_genes,
+            n_neighbors,
+            n_pcs,
+            0.0,
+            setup_method_args,
+            knn_method=knn_method,
+            batch_key=batch_key,
+            categorical_covariate_keys=categorical_covariate_keys,
+            **kwargs,
         )
 
     def get_denoised_expression(
@@ -210,11 +226,21 @@ class SCDMAC(DeepClusteringModel):
         self._check_if_trained(warn=False)
         adata = self._validate_anndata(adata)
         values = self._per_cell(
-            adata, indices, batch_size, ["scale"], lambda x: {"scale": self.module.denoised_scale(x)}
+            adata, indices, batch_size, ["scale"], lambda x, s: {"scale": self.module.denoised_scale(x, sample=s)}
         )[0]
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
         genes = adata.var_names[self.module.gene_indices.cpu().numpy()]
         return pd.DataFrame(values, index=obs_names, columns=genes)
+
+    def _decoded_scale(self, adata: AnnData, rows, sample: int | None, batch_size: int | None) -> np.ndarray:
+        if not self.module.denoise:
+            raise ValueError("This model was built with denoise=False: it has no decoder of the counts.")
+
+        def decode(x: torch.Tensor, own: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            code = own if sample is None else torch.full((x.shape[0], 1), sample, dtype=torch.long, device=x.device)
+            return {"scale": self.module.denoised_scale(x, cats=[code], sample=own)}
+
+        return self._per_cell(adata, rows, batch_size, ["scale"], decode)[0]
 
     def _stages(self) -> tuple[Stage, ...]:
         module = self.module

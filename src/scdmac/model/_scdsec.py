@@ -7,17 +7,20 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
 from .._constants import REGISTRY_KEYS
 from ..data._graph import KnnMethod
+from ..data._loaders import read_rows
 from ..data._preprocess import log_moments
 from ..data._validate import check_indices
 from ..module._scdsec import SCDSECModule
 from ..train import Stage
 from ._base import DeepClusteringModel
+from ._placement import _Reference
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +130,8 @@ class SCDSEC(DeepClusteringModel):
         cls,
         adata: AnnData,
         layer: str | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         n_top_genes: int = 1000,
         n_neighbors: int = 15,
         n_pcs: int = 50,
@@ -153,6 +158,9 @@ class SCDSEC(DeepClusteringModel):
         ----------
         %(param_adata)s
         %(param_layer)s
+        %(param_batch_key)s
+            The sample is removed where it enters: see the method notes, "Samples and new cells".
+        %(param_cat_cov_keys)s
         n_top_genes
             Number of highly variable genes modelled (paper: 1,000).
         n_neighbors
@@ -181,6 +189,8 @@ class SCDSEC(DeepClusteringModel):
             partition_size=partition_size,
             metric=metric,
             knn_method=knn_method,
+            batch_key=batch_key,
+            categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,
         )
 
@@ -207,10 +217,18 @@ class SCDSEC(DeepClusteringModel):
         batch_size: int | None,
         keys: Sequence[str],
     ) -> list[np.ndarray]:
-        """Outputs over the whole graph of ``adata`` (a cell's embedding depends on its neighbours)."""
+        """Outputs of the training cells over their whole graph, or of new cells placed on them.
+
+        A cell's embedding depends on its graph neighbours. For the training data they are its
+        neighbours in the training graph; cells of any other AnnData (a query) take as neighbours
+        their nearest training cells, found as the training graph was (same genes, components,
+        metric and sample balance), and link to nothing else (:meth:`_place`).
+        """
+        if adata is not None and adata is not self.adata:
+            return self._place(adata, indices, batch_size, keys)
         adata = self._validate_anndata(adata)
         x_log = torch.from_numpy(
-            self._per_cell(adata, None, batch_size, ["x"], lambda x: {"x": self.module.expression(x)})[0]
+            self._per_cell(adata, None, batch_size, ["x"], lambda x, s: {"x": self.module.expression(x, s)})[0]
         )
         device = torch.device(self.device)
         adj = self._cell_graph(adata).normalized(device)
@@ -222,3 +240,61 @@ class SCDSEC(DeepClusteringModel):
         checked = check_indices(indices, adata.n_obs)
         rows = slice(None) if checked is None else checked
         return [out[k].cpu().numpy()[rows].astype(np.float32) for k in keys]
+
+    def _decoded_scale(self, adata: AnnData, rows, sample: int | None, batch_size: int | None) -> np.ndarray:
+        z = torch.from_numpy(self._collect(adata, rows, batch_size, ["z"])[0])
+        n = z.shape[0]
+        if sample is not None:
+            codes = torch.full((n, 1), sample, dtype=torch.long)
+        elif REGISTRY_KEYS.BATCH_KEY in self.adata_manager.data_registry:
+            manager = self.get_anndata_manager(self._validate_anndata(adata), required=True)
+            own = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+            codes = torch.from_numpy((own if rows is None else own[rows]).astype(np.int64)).view(-1, 1)
+        else:
+            codes = None
+        device = torch.device(self.device)
+        step = batch_size or 1024
+        was_training = self.module.training
+        self.module.eval()
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, n, step):
+                chunk = None if codes is None else [codes[start : start + step].to(device)]
+                parts.append(self.module.normalized_scale(z[start : start + step].to(device), chunk).cpu().numpy())
+        self.module.train(was_training)
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.module.gene_indices)), np.float32)
+
+    def _reference(self) -> _Reference:
+        """What placing new cells needs from the training cells (built on first use, kept until training)."""
+        if not isinstance(self._reference_cache, _Reference):
+            self._reference_cache = _Reference.build(self)
+        return self._reference_cache
+
+    def _place(
+        self, adata: AnnData, indices: Sequence[int] | None, batch_size: int | None, keys: Sequence[str]
+    ) -> list[np.ndarray]:
+        """Outputs of query cells, each placed on its nearest training cells."""
+        query = self._validate_anndata(adata)
+        rows = check_indices(indices, query.n_obs)
+        reference = self._reference()
+        x_in = self._per_cell(query, rows, batch_size, ["x"], lambda x, s: {"x": self.module.expression(x, s)})[0]
+        counts = self.get_anndata_manager(query, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+        if rows is not None:
+            counts = sp.csr_matrix(read_rows(counts, rows))
+        neighbors = reference.neighbors_of(counts, self.module.gene_indices.cpu().numpy())
+        to_reference, self_weight = reference.weights(neighbors)
+        device = torch.device(self.device)
+        was_training = self.module.training
+        self.module.eval()
+        with torch.inference_mode():
+            z = self.module.encoder.place(
+                torch.from_numpy(x_in).to(device),
+                to_reference.to(device),
+                self_weight.to(device),
+                [p.to(device) for p in reference.products],
+            )
+            out = {"z": z}
+            if self.module.cluster_head.n_clusters > 0:
+                out["q"] = self.module.cluster_head.soft_assignment(z)
+        self.module.train(was_training)
+        return [out[k].cpu().numpy().astype(np.float32) for k in keys]

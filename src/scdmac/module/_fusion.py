@@ -67,14 +67,54 @@ class FusionEncoder(nn.Module):
             return y
         return F.dropout(F.relu(self.norms[i](y)), self.dropout_rate, self.training)
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """Embedding of the cells in ``x`` given their normalised adjacency ``adj`` (sparse, cells × cells)."""
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, products: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Embedding of the cells in ``x`` given their normalised adjacency ``adj`` (sparse, cells × cells).
+
+        ``products``: a list that receives each layer's ``F_{l-1} U_l`` (what neighbours contribute
+        to a cell's structural representation), so that new cells can later be placed on these
+        cells (:meth:`place`).
+        """
+
+        def aggregate(i: int, g_in: torch.Tensor) -> torch.Tensor:
+            assert self.gcn is not None  # called only when the graph branch exists
+            product = self.gcn[i](g_in)
+            if products is not None:
+                products.append(product)
+            # Â (F U): multiply the narrow dense product by the sparse graph, never the other way round
+            return torch.sparse.mm(adj, product)
+
+        return self._layers(x, aggregate)
+
+    def place(
+        self,
+        x: torch.Tensor,
+        to_reference: torch.Tensor,
+        self_weight: torch.Tensor,
+        reference_products: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """Embedding of new cells whose graph neighbours are fixed reference cells.
+
+        Each new cell's structural representation aggregates its own features (weight
+        ``self_weight``) and its reference neighbours' layer products (``to_reference``, sparse new ×
+        reference normalised weights; ``reference_products`` from :meth:`forward` on the reference).
+        New cells neither link to each other nor change the reference, so a cell's embedding does
+        not depend on which other new cells come with it.
+        """
+
+        def aggregate(i: int, g_in: torch.Tensor) -> torch.Tensor:
+            assert self.gcn is not None  # called only when the graph branch exists
+            own = self.gcn[i](g_in) * self_weight.unsqueeze(-1)
+            return torch.sparse.mm(to_reference, reference_products[i]) + own
+
+        return self._layers(x, aggregate)
+
+    def _layers(self, x: torch.Tensor, aggregate) -> torch.Tensor:
+        """The fused layers, with the graph branch's ``Â F U`` given by ``aggregate(layer, F)``."""
         h_in = g_in = x
         for i in range(self.n_layers):
             last = i == self.n_layers - 1
             h = self._act(self.ae[i](h_in), i) if self.ae is not None else None
-            # Â (F U): multiply the narrow dense product by the sparse graph, never the other way round
-            g = self._act(torch.sparse.mm(adj, self.gcn[i](g_in)), i) if self.gcn is not None else None
+            g = self._act(aggregate(i, g_in), i) if self.gcn is not None else None
             if h is None or g is None:
                 only = h if g is None else g
                 assert only is not None  # the constructor keeps at least one branch

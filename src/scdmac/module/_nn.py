@@ -9,20 +9,35 @@ from scvi.nn import FCLayers
 from torch import nn
 
 
+class CovariateSequential(nn.Sequential):
+    """``FCLayers`` in sequence, each given the same categorical covariates (scvi-tools' injection)."""
+
+    def forward(self, x: torch.Tensor, *cats: torch.Tensor) -> torch.Tensor:
+        for layer in self:
+            x = layer(x, *cats)
+        return x
+
+
 def mlp(
     n_in: int,
     widths: Sequence[int],
     dropout_rate: float = 0.0,
     use_batch_norm: bool = True,
     use_layer_norm: bool = False,
-) -> nn.Sequential:
-    """Stack of Linear → BatchNorm or LayerNorm → ReLU (→ Dropout) layers of the given widths."""
+    n_cat_list: Sequence[int] | None = None,
+) -> CovariateSequential:
+    """Stack of Linear → BatchNorm or LayerNorm → ReLU (→ Dropout) layers of the given widths.
+
+    With ``n_cat_list`` (levels of each categorical covariate), every layer also reads the
+    covariates one-hot encoded, as scVI's decoder does; call it as ``mlp(x, *codes)``.
+    """
     layers = []
     for width in widths:
         layers.append(
             FCLayers(
                 n_in,
                 width,
+                n_cat_list=list(n_cat_list) if n_cat_list else None,
                 n_layers=1,
                 dropout_rate=dropout_rate,
                 use_batch_norm=use_batch_norm,
@@ -30,7 +45,7 @@ def mlp(
             )
         )
         n_in = width
-    return nn.Sequential(*layers)
+    return CovariateSequential(*layers)
 
 
 class ScaleNorm(nn.Module):

@@ -11,7 +11,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from .._constants import BATCH_KEYS
 from ..data._augment import augment_expression, mask_with_shuffled
 from ._heads import ClusterHead, zinb_nll
-from ._inputs import CountInputMixin
+from ._inputs import CountInputMixin, covariate_codes
 from ._masked_ae import MaskedAutoencoder, masked_reconstruction_loss
 from ._nn import ScaleNorm
 from ._staged import StagedLossMixin
@@ -35,6 +35,13 @@ class SCDMACModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
         Positions of the modelled (highly variable) genes among them.
     median_library
         Median library size over all genes, for size factors ``s_i = library_i / median``.
+    n_cat_list
+        Levels of the sample and of each categorical covariate (registered with ``batch_key`` and
+        ``categorical_covariate_keys``); the denoiser's decoder reads them, and the masked
+        autoencoder reads the denoised expression of the average sample.
+    sample_shift
+        Each sample's shift of the mean log expression (:func:`~scdmac.data.sample_log_shift`),
+        removed from the denoiser's input.
     n_latent, n_hidden, n_bottleneck, dropout_rate, denoise, mask_predictor, weighted_reconstruction, \
 mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, zinb_weight, mask_weight, \
 kmeans_weight, cluster_weight, inflation, dof, cluster_metric
@@ -46,6 +53,8 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         n_input: int,
         gene_indices: np.ndarray,
         median_library: float,
+        n_cat_list: list[int] | None = None,
+        sample_shift: np.ndarray | None = None,
         *,
         n_latent: int,
         n_hidden: int,
@@ -70,9 +79,11 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
     ):
         super().__init__()
         self.n_input = n_input
-        self._register_count_inputs(gene_indices, median_library)
+        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift)
         n_genes = len(gene_indices)
-        self.denoiser = ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate) if denoise else None
+        self.denoiser = (
+            ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate, self.n_cat_list) if denoise else None
+        )
         self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
         # genes centred and brought to one overall scale (running statistics); per-gene scaling would
         # blow up the tiny residual variation the denoiser leaves in genes without structure
@@ -99,21 +110,31 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         return self.denoiser is not None
 
     # ---- inputs -------------------------------------------------------------------------------
-    def expression(self, x: torch.Tensor) -> torch.Tensor:
-        """The masked autoencoder's input: standardised ``log1p`` of the denoised (or normalised) expression."""
-        _, size_factor, x_log = self.split_counts(x)
+    def expression(self, x: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
+        """The masked autoencoder's input: standardised ``log1p`` of the denoised (or normalised) expression.
+
+        With a sample (or covariates) registered, the expression is decoded for the average sample,
+        so the masked autoencoder and the clusters see no sample effect the decoder explained.
+        """
         if self.denoiser is None:
-            return self.input_norm(x_log)
+            return self.input_norm(self.split_counts(x, sample)[2])
         # the denoiser is a fixed input transform unless the clustering objective trains it
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage_weights["cluster"]["zinb"] > 0):
-            x_expr = torch.log1p(self.denoiser(x_log, size_factor)["scale"])
+            x_expr = torch.log1p(self.denoised_scale(x, sample=sample))
         return self.input_norm(x_expr)
 
     @auto_move_data
-    def denoised_scale(self, x: torch.Tensor) -> torch.Tensor:
-        """Denoised expression ``mu / s_i`` (counts at the median library size)."""
-        _, size_factor, x_log = self.split_counts(x)
-        return self._denoiser()(x_log, size_factor)["scale"]
+    def denoised_scale(
+        self, x: torch.Tensor, cats: list[torch.Tensor] | None = None, sample: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Denoised expression ``mu / s_i`` (counts at the median library size).
+
+        ``cats``: the sample and covariate codes (or soft one-hots) to decode for; by default the
+        average sample. ``sample``: the cells' own sample codes, for the input (with a sample registered).
+        """
+        _, size_factor, x_log = self.split_counts(x, sample)
+        covariates = self.decoder_covariates(cats, x.shape[0], x.device)
+        return self._denoiser()(x_log, size_factor, *covariates)["scale"]
 
     def _denoiser(self) -> ZINBAutoencoder:
         if self.denoiser is None:
@@ -122,11 +143,21 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
 
     # ---- BaseModuleClass contract ----------------------------------------------------------------
     def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
-        return {"x": tensors[BATCH_KEYS.X], "x_neighbor": tensors.get(BATCH_KEYS.X_NEIGHBOR)}
+        return {
+            "x": tensors[BATCH_KEYS.X],
+            "x_neighbor": tensors.get(BATCH_KEYS.X_NEIGHBOR),
+            "sample": tensors.get(BATCH_KEYS.BATCH),
+            "sample_neighbor": tensors.get(BATCH_KEYS.BATCH_NEIGHBOR),
+        }
 
     @auto_move_data
     def inference(
-        self, x: torch.Tensor, x_neighbor: torch.Tensor | None = None, stage: str | None = None
+        self,
+        x: torch.Tensor,
+        x_neighbor: torch.Tensor | None = None,
+        stage: str | None = None,
+        sample: torch.Tensor | None = None,
+        sample_neighbor: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encoders on one batch of counts.
 
@@ -139,6 +170,8 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         stage
             The training stage whose loss terms the outputs feed; ``None``: the clean embedding ``z``
             and (once centres exist) the soft assignment ``q``, as used for outputs.
+        sample, sample_neighbor
+            Sample codes of the cells and of their neighbours (with a sample registered).
 
         Returns
         -------
@@ -148,10 +181,10 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
             ``h_denoise`` (the augmented input's bottleneck) for the ZINB term.
         """
         terms = self.active_terms(stage)
-        counts, size_factor, x_log = self.split_counts(x)
+        counts, size_factor, x_log = self.split_counts(x, sample)
         out = {"counts": counts, "size_factor": size_factor}
         if terms - {"zinb"} or stage is None:
-            out["x_expr"] = self.expression(x)
+            out["x_expr"] = self.expression(x, sample)
         if {"kl", "kmeans"} & terms or stage is None:
             out["z"] = self.masked_ae.encode(out["x_expr"])
             if self.cluster_head.n_clusters > 0:
@@ -160,7 +193,7 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
             x_masked, out["mask"] = mask_with_shuffled(out["x_expr"], self.mask_ratio)
             out["z_masked"] = self.masked_ae.encode(x_masked)
         if "zinb" in terms:
-            x_nb = None if x_neighbor is None else self.split_counts(x_neighbor)[2]
+            x_nb = None if x_neighbor is None else self.split_counts(x_neighbor, sample_neighbor)[2]
             out["h_denoise"] = self._denoiser().encode(augment_expression(x_log, x_nb, **self.augment))
         return out
 
@@ -169,18 +202,28 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
             "z_masked": inference_outputs.get("z_masked"),
             "h_denoise": inference_outputs.get("h_denoise"),
             "size_factor": inference_outputs["size_factor"],
+            "cats": covariate_codes(tensors),
         }
 
     @auto_move_data
     def generative(
-        self, size_factor: torch.Tensor, z_masked: torch.Tensor | None = None, h_denoise: torch.Tensor | None = None
+        self,
+        size_factor: torch.Tensor,
+        z_masked: torch.Tensor | None = None,
+        h_denoise: torch.Tensor | None = None,
+        cats: list[torch.Tensor] | None = None,
     ) -> dict:
-        """Decoders: the masked autoencoder's reconstruction (``masked``) and the counts' ZINB parameters (``zinb``)."""
+        """Decoders: the masked autoencoder's reconstruction (``masked``) and the counts' ZINB parameters (``zinb``).
+
+        ``cats``: the cells' sample and covariate codes, which the ZINB decoder reads (the average
+        sample when not given).
+        """
         out: dict = {}
         if z_masked is not None:
             out["masked"] = self.masked_ae.decode(z_masked)
         if h_denoise is not None:
-            out["zinb"] = self._denoiser().decode(h_denoise, size_factor)
+            covariates = self.decoder_covariates(cats, h_denoise.shape[0], h_denoise.device)
+            out["zinb"] = self._denoiser().decode(h_denoise, size_factor, *covariates)
         return out
 
     def loss(

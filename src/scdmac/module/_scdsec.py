@@ -14,7 +14,7 @@ from torch import nn
 from .._constants import BATCH_KEYS
 from ._fusion import FusionEncoder
 from ._heads import ClusterHead, ZINBHead, zinb_nll
-from ._inputs import CountInputMixin
+from ._inputs import CountInputMixin, covariate_codes
 from ._nn import ScaleNorm, Standardize, mlp
 from ._staged import StagedLossMixin
 
@@ -40,6 +40,11 @@ class SCDSECModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
         Positions of the modelled genes among them.
     median_library
         Median library size over all genes.
+    n_cat_list
+        Levels of the sample and of each categorical covariate, which the mirrored decoder reads.
+    sample_shift
+        Each sample's shift of the mean log expression (:func:`~scdmac.data.sample_log_shift`),
+        removed from the encoder's input.
     n_latent, hidden_widths, alpha, layerwise, dropout_rate, rec_weight, zinb_weight, graph_weight, \
 cluster_weight, negative_ratio, dof, cluster_metric
         As for :class:`~scdmac.model.SCDSEC`, where the defaults live.
@@ -58,6 +63,8 @@ cluster_weight, negative_ratio, dof, cluster_metric
         n_input: int,
         gene_indices: np.ndarray,
         median_library: float,
+        n_cat_list: list[int] | None = None,
+        sample_shift: np.ndarray | None = None,
         *,
         n_latent: int,
         hidden_widths: Sequence[int],
@@ -76,7 +83,7 @@ cluster_weight, negative_ratio, dof, cluster_metric
     ):
         super().__init__()
         self.n_input = n_input
-        self._register_count_inputs(gene_indices, median_library)
+        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift)
         n_genes = len(gene_indices)
         widths = list(hidden_widths)
         self.input_norm: nn.Module
@@ -89,7 +96,9 @@ cluster_weight, negative_ratio, dof, cluster_metric
         else:
             raise ValueError(f"input_scaling must be 'gene', 'global' or 'batch', not {input_scaling!r}.")
         self.encoder = FusionEncoder(n_genes, widths, n_latent, alpha, layerwise, dropout_rate)
-        self.decoder = mlp(n_latent, widths[::-1], dropout_rate, use_batch_norm=False, use_layer_norm=True)
+        self.decoder = mlp(
+            n_latent, widths[::-1], dropout_rate, use_batch_norm=False, use_layer_norm=True, n_cat_list=self.n_cat_list
+        )
         self.zinb_head = ZINBHead(widths[0], n_genes)
         self.rec_head = nn.Linear(widths[0], n_genes)
         self.cluster_head = ClusterHead(0, n_latent, dof=dof, metric=cluster_metric)
@@ -99,9 +108,9 @@ cluster_weight, negative_ratio, dof, cluster_metric
         self.stage_weights = {"pretrain": reconstruction, "cluster": {**reconstruction, "kl": cluster_weight}}
 
     # ---- forward pieces -------------------------------------------------------------------------
-    def expression(self, x: torch.Tensor) -> torch.Tensor:
+    def expression(self, x: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's input: standardised log-normalised expression of the modelled genes."""
-        return self.input_norm(self.split_counts(x)[2])
+        return self.input_norm(self.split_counts(x, sample)[2])
 
     def embed(self, x_in: torch.Tensor, adj: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
         """Embedding ``z`` of cells given their encoder input and graph, and (``assign``, once centres exist) ``q``."""
@@ -110,6 +119,14 @@ cluster_weight, negative_ratio, dof, cluster_metric
         if assign and self.cluster_head.n_clusters > 0:
             out["q"] = self.cluster_head.soft_assignment(z)
         return out
+
+    def normalized_scale(self, z: torch.Tensor, codes: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+        """The decoder's expression of the modelled genes for embeddings ``z`` (ZINB mean at the median library).
+
+        ``codes``: the sample's and covariates' codes to decode for (see :meth:`decoder_covariates`).
+        """
+        h = self.decoder(z, *self.decoder_covariates(codes, z.shape[0], z.device))
+        return self.zinb_head(h, torch.ones(z.shape[0], device=z.device))["scale"]
 
     def _graph_loss(self, z: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         """BCE of ``σ(z_i·z_j)`` on the batch's edges against as many random cell pairs as non-edges."""
@@ -128,11 +145,13 @@ cluster_weight, negative_ratio, dof, cluster_metric
         return 0.5 * (pos + neg_loss)
 
     # ---- BaseModuleClass contract ----------------------------------------------------------------
-    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"x": tensors[BATCH_KEYS.X], "adj": tensors[BATCH_KEYS.ADJ]}
+    def _get_inference_input(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+        return {"x": tensors[BATCH_KEYS.X], "adj": tensors[BATCH_KEYS.ADJ], "sample": tensors.get(BATCH_KEYS.BATCH)}
 
     @auto_move_data
-    def inference(self, x: torch.Tensor, adj: torch.Tensor, stage: str | None = None) -> dict[str, torch.Tensor]:
+    def inference(
+        self, x: torch.Tensor, adj: torch.Tensor, stage: str | None = None, sample: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Embedding ``z`` (and soft assignment ``q``) of the cells in ``x`` given their normalised adjacency.
 
         Parameters
@@ -144,6 +163,8 @@ cluster_weight, negative_ratio, dof, cluster_metric
         stage
             The training stage whose loss the outputs feed (``q`` only when it has the KL term);
             ``None``: outputs, with ``q`` once centres exist.
+        sample
+            The cells' sample codes (with a sample registered).
 
         Returns
         -------
@@ -151,18 +172,28 @@ cluster_weight, negative_ratio, dof, cluster_metric
             ``z``, ``q``, and the modelled ``counts``, ``size_factor`` and encoder input ``x_in``
             that the decoders' losses compare against.
         """
-        counts, size_factor, x_log = self.split_counts(x)
+        counts, size_factor, x_log = self.split_counts(x, sample)
         x_in = self.input_norm(x_log)
         assign = stage is None or "kl" in self.active_terms(stage)
         return {"counts": counts, "size_factor": size_factor, "x_in": x_in, **self.embed(x_in, adj, assign)}
 
     def _get_generative_input(self, tensors, inference_outputs) -> dict[str, torch.Tensor]:
-        return {"z": inference_outputs["z"], "size_factor": inference_outputs["size_factor"]}
+        return {
+            "z": inference_outputs["z"],
+            "size_factor": inference_outputs["size_factor"],
+            "cats": covariate_codes(tensors),
+        }
 
     @auto_move_data
-    def generative(self, z: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor | dict]:
-        """Mirrored decoder: ``x_rec`` (reconstruction of the encoder input) and ``zinb`` (parameters of the counts)."""
-        h = self.decoder(z)
+    def generative(
+        self, z: torch.Tensor, size_factor: torch.Tensor, cats: list[torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor | dict]:
+        """Mirrored decoder: ``x_rec`` (reconstruction of the encoder input) and ``zinb`` (parameters of the counts).
+
+        ``cats``: the cells' sample and covariate codes, which the decoder reads (the average sample
+        when not given).
+        """
+        h = self.decoder(z, *self.decoder_covariates(cats, z.shape[0], z.device))
         return {"x_rec": self.rec_head(h), "zinb": self.zinb_head(h, size_factor)}
 
     def loss(

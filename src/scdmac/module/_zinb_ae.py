@@ -22,23 +22,31 @@ class ZINBAutoencoder(nn.Module):
         Hidden widths of the encoder; the last is the bottleneck. The decoder mirrors them.
     dropout_rate
         Dropout after each hidden layer.
+    n_cat_list
+        Levels of the sample and covariates the decoder reads (none by default).
     """
 
-    def __init__(self, n_genes: int, encoder_widths: Sequence[int] = (256, 64), dropout_rate: float = 0.0):
+    def __init__(
+        self,
+        n_genes: int,
+        encoder_widths: Sequence[int] = (256, 64),
+        dropout_rate: float = 0.0,
+        n_cat_list: Sequence[int] | None = None,
+    ):
         super().__init__()
         widths = list(encoder_widths)
         self.encoder = mlp(n_genes, widths, dropout_rate)
         decoder_widths = widths[-2::-1] or widths
-        self.decoder = mlp(widths[-1], decoder_widths, dropout_rate)
+        self.decoder = mlp(widths[-1], decoder_widths, dropout_rate, n_cat_list=n_cat_list)
         self.head = ZINBHead(decoder_widths[-1], n_genes)
 
     def encode(self, x_log: torch.Tensor) -> torch.Tensor:
         """Bottleneck representation of (perturbed) log-normalised expression."""
         return self.encoder(x_log)
 
-    def decode(self, h: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
-        """ZINB parameters of the counts (see :class:`~scdmac.module.ZINBHead`)."""
-        return self.head(self.decoder(h), size_factor)
+    def decode(self, h: torch.Tensor, size_factor: torch.Tensor, *cats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """ZINB parameters of the counts (see :class:`~scdmac.module.ZINBHead`), given the covariates ``cats``."""
+        return self.head(self.decoder(h, *cats), size_factor)
 
-    def forward(self, x_log: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.decode(self.encode(x_log), size_factor)
+    def forward(self, x_log: torch.Tensor, size_factor: torch.Tensor, *cats: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.decode(self.encode(x_log), size_factor, *cats)

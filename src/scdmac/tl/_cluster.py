@@ -31,6 +31,9 @@ n_clusters
     Number of clusters (``None``: estimated from the pretrained embedding).
 layer
     Layer holding the raw counts (``None``: ``adata.X``).
+batch_key
+    ``adata.obs`` column of each cell's sample (donor, library): its effects are removed (see
+    ``{model}.setup_anndata``).
 key_added
     Prefix of the keys written (see above).
 random_state
@@ -83,6 +86,7 @@ def _run(
     adata: AnnData,
     n_clusters,
     layer,
+    batch_key,
     key_added,
     random_state,
     setup_kwargs,
@@ -90,7 +94,7 @@ def _run(
     train_kwargs,
     copy,
 ) -> AnnData | None:
-    from ..data._validate import get_counts
+    from ..data._validate import check_covariates, get_counts
 
     model_kwargs = dict(model_kwargs or {})
     for key in ("latent_key", "cluster_key", "soft_key"):
@@ -98,10 +102,17 @@ def _run(
             raise ValueError(f"Pass key_added instead of model_kwargs[{key!r}]: tl functions write under key_added.")
     if copy and adata.isbacked:
         raise ValueError("copy=True needs an AnnData in memory: pass adata.to_memory(), or copy=False.")
-    # a working AnnData sharing the counts: setup's registry and graph keys never reach the user's object
-    work = AnnData(X=get_counts(adata, layer), obs=adata.obs[[]].copy(), var=adata.var[[]].copy())
+    setup_kwargs = dict(setup_kwargs or {})
+    if batch_key is not None:
+        setup_kwargs["batch_key"] = batch_key
+    # a working AnnData sharing the counts: setup's registry and graph keys never reach the user's object;
+    # it carries only the obs columns setup reads (the sample and covariates)
+    covariates = list(setup_kwargs.get("categorical_covariate_keys") or [])
+    check_covariates(adata, setup_kwargs.get("batch_key"), covariates)  # named on the user's AnnData
+    columns = [c for c in [setup_kwargs.get("batch_key"), *covariates] if c is not None]
+    work = AnnData(X=get_counts(adata, layer), obs=adata.obs[columns].copy(), var=adata.var[[]].copy())
     with _seeded(random_state):
-        model_cls.setup_anndata(work, **(setup_kwargs or {}))
+        model_cls.setup_anndata(work, **setup_kwargs)
         model = model_cls(work, n_clusters=n_clusters, **model_kwargs)
         model.train(**(train_kwargs or {}))
     out = adata.copy() if copy else adata
@@ -116,7 +127,7 @@ def _run(
             "n_clusters_requested": n_clusters,
             "layer": layer,
             "random_state": random_state,
-            "setup_kwargs": dict(setup_kwargs or {}),
+            "setup_kwargs": setup_kwargs,
             "model_kwargs": model_kwargs,
             "train_kwargs": {k: v for k, v in (train_kwargs or {}).items() if k != "callbacks"},
         }
@@ -132,6 +143,7 @@ def _tool(model_name: str, prefix: str):
         n_clusters: int | None = None,
         *,
         layer: str | None = None,
+        batch_key: str | None = None,
         key_added: str = prefix,
         random_state: int = 0,
         setup_kwargs: dict | None = None,
@@ -143,7 +155,17 @@ def _tool(model_name: str, prefix: str):
 
         model_cls = getattr(model, model_name)
         return _run(
-            model_cls, adata, n_clusters, layer, key_added, random_state, setup_kwargs, model_kwargs, train_kwargs, copy
+            model_cls,
+            adata,
+            n_clusters,
+            layer,
+            batch_key,
+            key_added,
+            random_state,
+            setup_kwargs,
+            model_kwargs,
+            train_kwargs,
+            copy,
         )
 
     tool.__name__ = tool.__qualname__ = prefix

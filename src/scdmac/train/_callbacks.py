@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import ProgressBar as ProgressBarBase
+from scvi.train._progress import ProgressBar
+from scvi.utils import track
 
 
 class RelativePlateau(Callback):
@@ -47,3 +50,37 @@ class RelativePlateau(Callback):
             self.wait += 1
         if self.wait >= self.patience and trainer.current_epoch + 1 >= self.min_epochs:
             trainer.should_stop = True
+            if hasattr(pl_module, "stop_reason"):  # a stage plan: it says why the stage stopped
+                pl_module.stop_reason = (
+                    f"{self.monitor} improved by less than {self.rel_tol:g} (relative) for {self.patience} epochs"
+                )
+
+
+class StageProgressBar(ProgressBar):
+    """scvi-tools' per-epoch progress bar, named after the stage it follows ("denoise 3/80").
+
+    Parameters
+    ----------
+    stage
+        Name of the stage.
+    refresh_rate
+        Epochs between updates.
+    """
+
+    def __init__(self, stage: str, refresh_rate: int = 1):
+        super().__init__(refresh_rate=refresh_rate)
+        self.stage = stage
+
+    def init_train_tqdm(self, trainer):
+        # scvi-tools' bar, described by the stage instead of "Training"
+        return track(
+            None, total=trainer.max_epochs, description=f"{self.stage} stage", style="tqdm", disable=self.is_disabled
+        )
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # Lightning's hook, not scvi-tools' (which would describe the bar as "Epoch n/N" first)
+        ProgressBarBase.on_train_epoch_start(self, trainer, pl_module)
+        if self._should_update(trainer.current_epoch, trainer.max_epochs):
+            self.main_progress_bar.set_description(
+                f"{self.stage} stage, epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+            )

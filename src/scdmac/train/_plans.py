@@ -35,6 +35,8 @@ class StagePlan(TrainingPlan):
     def __init__(self, module: BaseModuleClass, stage: Stage, lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="Adam")
         self.stage = stage
+        #: why the stage stopped before its last epoch (set by the stopping rule that stopped it)
+        self.stop_reason: str | None = None
 
     def loss_kwargs_for(self, batch: dict[str, torch.Tensor]) -> dict:
         """Keyword arguments of ``module.loss`` beside the outputs (the stage; DEC targets in clustering)."""
@@ -65,6 +67,18 @@ class StagePlan(TrainingPlan):
             )
         return out.loss
 
+    def validation_step(self, batch, batch_idx):
+        """The stage's loss on a minibatch of held-out cells, logged as ``{stage}_validation_loss``."""
+        out = self.stage_loss(batch)
+        self.log(
+            f"{self.stage.name}_validation_loss",
+            out.loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=out.n_obs_minibatch,
+            sync_dist=self.use_sync_dist,
+        )
+
     def set_stage_mode(self) -> None:
         """Training mode for the stage's parts, evaluation mode and no gradients for the other sub-networks.
 
@@ -85,9 +99,6 @@ class StagePlan(TrainingPlan):
     def on_train_start(self) -> None:
         # output passes between stages leave the module in eval mode; frozen parts stay in eval
         self.set_stage_mode()
-
-    def validation_step(self, batch, batch_idx):
-        return None
 
     def configure_optimizers(self):
         parts = [getattr(self.module, part) for part in self.stage.parts]
@@ -242,12 +253,14 @@ class ClusterPlan(StagePlan):
                     self.collapsed_at,
                 )
                 self.trainer.should_stop = True
+                self.stop_reason = f"a cluster collapsed; the state of epoch {self.collapsed_at} was kept"
                 return
         changed = self._accept(self._refill(z))
         self.log("cluster_label_change", changed, on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         self.log("cluster_nonempty", float(self.n_kept()), on_step=False, on_epoch=True, sync_dist=self.use_sync_dist)
         if changed < self.tol and self.current_epoch + 1 >= self.min_epochs:
             self.trainer.should_stop = True
+            self.stop_reason = f"{changed:.2%} of the cells changed cluster, below tol={self.tol:g}"
 
     def loss_kwargs_for(self, batch: dict[str, torch.Tensor]) -> dict:
         """The stage and the batch's rows of the current DEC targets."""

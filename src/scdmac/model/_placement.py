@@ -1,0 +1,109 @@
+"""Placing new cells on a trained graph model's training cells: their neighbours and graph weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._constants import REGISTRY_KEYS
+from ..data._graph import KnnMethod, _to_torch, balanced_search, search
+from ..data._preprocess import fit_pca, log_expression
+
+if TYPE_CHECKING:
+    from sklearn.decomposition import PCA
+
+    from ._scdsec import SCDSEC
+
+
+@dataclass
+class _Reference:
+    """The training cells as a fixed graph that new cells attach to.
+
+    Attributes
+    ----------
+    pca
+        The principal components the training graph was built on (refitted on the training cells'
+        log expression of the modelled genes, as setup did: the same neighbours, up to the sign of
+        a component).
+    components
+        The training cells' coordinates on them.
+    samples
+        Training cells' sample codes (``None`` without a sample): neighbours are then balanced across samples.
+    n_neighbors, metric, method
+        The training graph's settings.
+    degrees
+        Each training cell's degree in the normalised training graph (self-loop included).
+    products
+        Each encoder layer's ``F_{l-1} U_l`` for the training cells (what a neighbour passes on).
+    """
+
+    pca: PCA
+    components: np.ndarray
+    samples: np.ndarray | None
+    n_neighbors: int
+    metric: str
+    method: KnnMethod
+    degrees: np.ndarray
+    products: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, model: SCDSEC) -> _Reference:
+        """From a trained model and its training AnnData."""
+        from ._base import _seed
+
+        args = model.adata_manager.registry["setup_args"]
+        counts = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        genes = model.module.gene_indices.cpu().numpy()
+        components, pca = fit_pca(log_expression(counts, genes), args["n_pcs"], random_state=_seed())
+        samples = None
+        if REGISTRY_KEYS.BATCH_KEY in model.adata_manager.data_registry:
+            samples = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+        graph = model._cell_graph()
+        degrees = np.asarray(graph.adjacency.sum(axis=1)).ravel() + 1.0
+        x_in = model._per_cell(model.adata, None, None, ["x"], lambda x, s: {"x": model.module.expression(x, s)})[0]
+        device = torch.device(model.device)
+        products: list[torch.Tensor] = []
+        was_training = model.module.training
+        model.module.eval()
+        with torch.inference_mode():
+            model.module.encoder(torch.from_numpy(x_in).to(device), graph.normalized(device), products=products)
+        model.module.train(was_training)
+        return cls(
+            pca=pca,
+            components=components,
+            samples=samples,
+            n_neighbors=int(args["n_neighbors"]),
+            metric=args.get("metric") or "euclidean",
+            method=args.get("knn_method") or "auto",
+            degrees=degrees.astype(np.float32),
+            products=[p.cpu() for p in products],
+        )
+
+    def neighbors_of(self, counts, gene_indices: np.ndarray) -> np.ndarray:
+        """Each new cell's nearest training cells (balanced across samples as the training graph was)."""
+        coords = self.pca.transform(log_expression(counts, gene_indices)).astype(np.float32)
+        if self.samples is None:
+            idx, _ = search(self.components, coords, self.n_neighbors, metric=self.metric, method=self.method)
+        else:
+            per_sample = max(1, -(-self.n_neighbors // len(np.unique(self.samples))))
+            idx, _ = balanced_search(
+                self.components, self.samples, coords, per_sample, metric=self.metric, method=self.method
+            )
+        return idx
+
+    def weights(self, neighbors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """New cells' normalised weights to their training neighbours (sparse) and to themselves.
+
+        As in the training graph's ``D^-1/2 (A + I) D^-1/2``: a new cell with ``k`` neighbours has
+        degree ``k + 1``; its neighbours keep their training degrees (the training graph is fixed).
+        """
+        n, k = neighbors.shape
+        own_degree = float(k + 1)
+        values = 1.0 / np.sqrt(own_degree * self.degrees[neighbors.ravel()])
+        rows = np.repeat(np.arange(n), k)
+        matrix = sp.csr_matrix((values, (rows, neighbors.ravel())), shape=(n, self.degrees.size))
+        return _to_torch(matrix), torch.full((n,), 1.0 / own_degree)
