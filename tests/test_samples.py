@@ -190,3 +190,30 @@ def test_tl_one_liner_takes_batch_key(halves):
     assert adata.uns["scdmac"]["params"]["setup_kwargs"] == {"batch_key": "sample"}
     with pytest.raises(KeyError, match="'donor' is not a column of adata.obs"):
         scdmac.tl.scdsec(adata, 5, layer="counts", batch_key="donor")
+
+
+@pytest.mark.parametrize("cls", [SCDMAC, SCDSEC])
+def test_model_with_samples_saves_and_loads(cls, tmp_path):
+    adata = scdmac.data.simulate(n_cells=300, n_genes=200, n_clusters=3, n_samples=2, seed=0)
+    query = adata[:50].copy()
+    cls.setup_anndata(adata, layer="counts", batch_key="sample", categorical_covariate_keys=["cell_type"])
+    scvi.settings.seed = 0
+    model = cls(adata, n_clusters=3)
+    model.train(max_epochs=2, enable_progress_bar=False)
+    model.save(tmp_path / "model", save_anndata=True)
+    loaded = cls.load(tmp_path / "model")
+    assert loaded.module.n_cat_list == [2, 3]
+    np.testing.assert_array_equal(loaded.predict(), model.predict())
+    np.testing.assert_array_equal(loaded.predict(query), model.predict(query))
+
+
+def test_scdsec_builds_its_reference_once(mapped, halves):
+    model, _ = mapped
+    if not isinstance(model, SCDSEC):
+        pytest.skip("only SCDSEC places query cells on its training graph")
+    model.predict(halves[1][:20].copy())
+    reference = model._reference()
+    index = reference.index
+    assert index is not None
+    model.predict(halves[1][20:40].copy())
+    assert model._reference() is reference and reference.index is index

@@ -2,7 +2,9 @@
 
 from ._augment import augment_expression, mask_with_shuffled
 from ._graph import (
+    BalancedIndex,
     CellGraph,
+    NeighborIndex,
     adjacency,
     balanced_knn,
     balanced_search,
@@ -34,6 +36,8 @@ from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
 
 __all__ = [
+    "BalancedIndex",
+    "NeighborIndex",
     "TISSUE_PROPORTIONS",
     "CellDataModule",
     "CellGraph",

@@ -69,36 +69,74 @@ def search(
 ):
     """Indices and distances of each query row's ``n_neighbors`` nearest ``reference`` rows.
 
-    The engine behind :func:`knn` (``query`` is ``reference`` there) and behind placing new cells
-    on a trained model's cells; see :func:`knn` for ``metric`` and ``method`` (``"auto"`` decides by
-    the number of reference rows).
+    The engine behind :func:`knn` (``query`` is ``reference`` there); see :func:`knn` for
+    ``metric`` and ``method`` (``"auto"`` decides by the number of reference rows). To search the
+    same reference many times, build a :class:`NeighborIndex` once.
 
     Returns
     -------
     indices, distances
         ``(n_query, n_neighbors)`` arrays: int64 positions in ``reference`` and float32 distances.
     """
-    _check_search(metric, method)
-    n_neighbors = int(min(n_neighbors, reference.shape[0]))
-    self_search = query is reference
-    if method == "exact" or (method == "auto" and reference.shape[0] <= EXACT_KNN_MAX_CELLS):
-        from sklearn.neighbors import NearestNeighbors
+    index = NeighborIndex(reference, metric, method, random_state, n_neighbors)
+    if query is reference and not index.exact:
+        # the approximate index's own graph answers a search of the reference itself without a second pass
+        idx, dist = index.index.neighbor_graph
+        return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32)
+    return index.query(query, n_neighbors)
 
-        reference = _for_exact(reference, metric)
-        query = reference if self_search else _for_exact(query, metric)
-        nn = NearestNeighbors(n_neighbors=n_neighbors, algorithm="brute", n_jobs=-1).fit(reference)
-        dist, idx = nn.kneighbors(query)
-        if metric == "cosine":
-            dist = dist**2 / 2
-    else:
-        from pynndescent import NNDescent
 
-        index = NNDescent(
-            reference, n_neighbors=n_neighbors, metric=metric, random_state=random_state, n_jobs=-1, compressed=True
-        )
-        # the index's own graph answers a search of the reference itself without a second pass
-        idx, dist = index.neighbor_graph if self_search else index.query(np.asarray(query), k=n_neighbors)
-    return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32)
+class NeighborIndex:
+    """Reference rows prepared once for nearest-neighbour queries (exact or pynndescent, see :func:`knn`).
+
+    Parameters
+    ----------
+    reference
+        Rows × features.
+    metric, method, random_state
+        As for :func:`knn`.
+    n_neighbors
+        Neighbours the approximate index is built for (queries may ask for others).
+    """
+
+    def __init__(
+        self,
+        reference: np.ndarray,
+        metric: str = "euclidean",
+        method: KnnMethod = "auto",
+        random_state: int | None = 0,
+        n_neighbors: int = 15,
+    ):
+        _check_search(metric, method)
+        self.metric = metric
+        self.n_rows = reference.shape[0]
+        self.exact = method == "exact" or (method == "auto" and self.n_rows <= EXACT_KNN_MAX_CELLS)
+        if self.exact:
+            from sklearn.neighbors import NearestNeighbors
+
+            self.index = NearestNeighbors(algorithm="brute", n_jobs=-1).fit(_for_exact(reference, metric))
+        else:
+            from pynndescent import NNDescent
+
+            self.index = NNDescent(
+                reference,
+                n_neighbors=int(min(n_neighbors, self.n_rows)),
+                metric=metric,
+                random_state=random_state,
+                n_jobs=-1,
+                compressed=True,
+            )
+
+    def query(self, X: np.ndarray, n_neighbors: int):
+        """Indices (int64) and distances (float32) of each row's ``n_neighbors`` nearest reference rows."""
+        k = int(min(n_neighbors, self.n_rows))
+        if self.exact:
+            dist, idx = self.index.kneighbors(_for_exact(X, self.metric), n_neighbors=k)
+            if self.metric == "cosine":
+                dist = dist**2 / 2
+        else:
+            idx, dist = self.index.query(np.asarray(X), k=k)
+        return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32)
 
 
 def _for_exact(X: np.ndarray, metric: str) -> np.ndarray:
@@ -108,6 +146,55 @@ def _for_exact(X: np.ndarray, metric: str) -> np.ndarray:
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         X = X / np.where(norms > 0, norms, 1.0)
     return X
+
+
+class BalancedIndex:
+    """One :class:`NeighborIndex` per group of reference rows, queried for neighbours from every group.
+
+    Parameters
+    ----------
+    reference
+        Rows × features.
+    groups
+        Group (sample) of each reference row.
+    metric, method, random_state
+        As for :func:`knn`.
+    per_group
+        Neighbours per group the approximate indexes are built for.
+    """
+
+    def __init__(
+        self,
+        reference: np.ndarray,
+        groups: np.ndarray,
+        metric: str = "euclidean",
+        method: KnnMethod = "auto",
+        random_state: int | None = 0,
+        per_group: int = 5,
+    ):
+        groups = np.asarray(groups)
+        self.parts = []
+        for group in np.unique(groups):
+            members = np.flatnonzero(groups == group)
+            self.parts.append((members, NeighborIndex(reference[members], metric, method, random_state, per_group)))
+
+    def query(self, X: np.ndarray, per_group: int, exclude_self: bool = False):
+        """Each row's ``per_group`` nearest reference rows in every group (see :func:`balanced_search`)."""
+        indices, distances = [], []
+        for members, index in self.parts:
+            idx, dist = index.query(X, per_group + 1 if exclude_self else per_group)
+            idx = members[idx]
+            if exclude_self and idx.shape[1] > 1:
+                # a cell is among its own group's nearest: drop it (from the other groups, the extra one)
+                idx, dist = _drop_self(idx, dist, min(per_group, idx.shape[1] - 1))
+            # a small group gives fewer neighbours: repeat the last so every group fills its columns
+            if idx.shape[1] < per_group:
+                pad = per_group - idx.shape[1]
+                idx = np.concatenate([idx, np.repeat(idx[:, -1:], pad, 1)], 1)
+                dist = np.concatenate([dist, np.repeat(dist[:, -1:], pad, 1)], 1)
+            indices.append(idx)
+            distances.append(dist)
+        return np.concatenate(indices, 1), np.concatenate(distances, 1)
 
 
 def balanced_search(
@@ -141,24 +228,8 @@ def balanced_search(
         ``(n_query, per_group × n_groups)`` positions in ``reference`` (int64) and distances, each
         group's neighbours in turn; a group with fewer rows repeats its last neighbour.
     """
-    groups = np.asarray(reference_groups)
-    indices, distances = [], []
-    for group in np.unique(groups):
-        members = np.flatnonzero(groups == group)
-        k = per_group + 1 if exclude_self else per_group
-        idx, dist = search(reference[members], query, k, metric=metric, random_state=random_state, method=method)
-        idx = members[idx]
-        if exclude_self and idx.shape[1] > 1:
-            # a cell is among its own group's nearest: drop it (from the other groups, the extra one)
-            idx, dist = _drop_self(idx, dist, min(per_group, idx.shape[1] - 1))
-        # a small group gives fewer neighbours: repeat the last so every group fills its columns
-        if idx.shape[1] < per_group:
-            pad = per_group - idx.shape[1]
-            idx = np.concatenate([idx, np.repeat(idx[:, -1:], pad, 1)], 1)
-            dist = np.concatenate([dist, np.repeat(dist[:, -1:], pad, 1)], 1)
-        indices.append(idx)
-        distances.append(dist)
-    return np.concatenate(indices, 1), np.concatenate(distances, 1)
+    index = BalancedIndex(reference, reference_groups, metric, method, random_state, per_group + int(exclude_self))
+    return index.query(query, per_group, exclude_self)
 
 
 def balanced_knn(

@@ -589,10 +589,11 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             plan.release_parts()
         self.history_ = _merge_history(previous, self.history_)
         epochs = runner.trainer.current_epoch
+        ran = f"{epochs} epoch{'' if epochs == 1 else 's'}"
         if plan.stop_reason is not None:
-            logger.info("Stage %r stopped after %d epochs: %s.", plan.stage.name, epochs, plan.stop_reason)
+            logger.info("Stage %r stopped after %s: %s.", plan.stage.name, ran, plan.stop_reason)
         else:
-            logger.info("Stage %r ran its %d epochs.", plan.stage.name, epochs)
+            logger.info("Stage %r ran its %s.", plan.stage.name, ran)
 
     def _warn_lost_clusters(self, min_size: int) -> None:
         """Say so when the data could not support every requested cluster (labels as written by train)."""

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import KnnMethod, _to_torch, balanced_search, search
+from ..data._graph import BalancedIndex, KnnMethod, NeighborIndex, _to_torch
 from ..data._preprocess import fit_pca, log_expression
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class _Reference:
         Each training cell's degree in the normalised training graph (self-loop included).
     products
         Each encoder layer's ``F_{l-1} U_l`` for the training cells (what a neighbour passes on).
+    index
+        The neighbour search over ``components`` (built on the first query, then kept).
     """
 
     pca: PCA
@@ -49,6 +51,8 @@ class _Reference:
     method: KnnMethod
     degrees: np.ndarray
     products: list[torch.Tensor]
+    #: the neighbour search over ``components``, built on the first query
+    index: NeighborIndex | BalancedIndex | None = None
 
     @classmethod
     def build(cls, model: SCDSEC) -> _Reference:
@@ -86,14 +90,21 @@ class _Reference:
     def neighbors_of(self, counts, gene_indices: np.ndarray) -> np.ndarray:
         """Each new cell's nearest training cells (balanced across samples as the training graph was)."""
         coords = self.pca.transform(log_expression(counts, gene_indices)).astype(np.float32)
-        if self.samples is None:
-            idx, _ = search(self.components, coords, self.n_neighbors, metric=self.metric, method=self.method)
-        else:
-            per_sample = max(1, -(-self.n_neighbors // len(np.unique(self.samples))))
-            idx, _ = balanced_search(
-                self.components, self.samples, coords, per_sample, metric=self.metric, method=self.method
-            )
-        return idx
+        if self.index is None:
+            # built on the first query and kept: an approximate index of a large reference costs minutes
+            if self.samples is None:
+                self.index = NeighborIndex(self.components, self.metric, self.method, n_neighbors=self.n_neighbors)
+            else:
+                self.index = BalancedIndex(
+                    self.components, self.samples, self.metric, self.method, per_group=self._per_sample()
+                )
+        if isinstance(self.index, BalancedIndex):
+            return self.index.query(coords, self._per_sample())[0]
+        return self.index.query(coords, self.n_neighbors)[0]
+
+    def _per_sample(self) -> int:
+        assert self.samples is not None
+        return max(1, -(-self.n_neighbors // len(np.unique(self.samples))))
 
     def weights(self, neighbors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """New cells' normalised weights to their training neighbours (sparse) and to themselves.
