@@ -122,8 +122,7 @@ def selected_log_expression(
         sample = np.sort(np.random.default_rng(random_state).choice(n, GENE_SELECTION_CELLS, replace=False))
         min_cells = max(1, int(np.ceil(gene_min_cells * GENE_SELECTION_CELLS / n)))
     hvg = highly_variable_genes(log_normalize(counts[sample]), n_top_genes, gene_min_cells=min_cells)
-    blocks = [log_normalize(block)[:, hvg] for _, block in row_chunks(counts)]
-    return hvg, sp.vstack(blocks, format="csr")
+    return hvg, log_expression(counts, np.flatnonzero(hvg))
 
 
 def log_moments(counts, gene_indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -446,6 +446,13 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         n_obs = self.adata.n_obs
         self._reference_cache = None  # what new cells are placed on changes with the weights
+        split = {
+            "train_size": train_size,
+            "validation_size": validation_size,
+            "shuffle_set_split": shuffle_set_split,
+            "load_sparse_tensor": load_sparse_tensor,
+            **(datasplitter_kwargs or {}),
+        }
         plan: StagePlan | None = None
         finished: list[str] = []
         if checkpoint_dir is not None:
@@ -487,13 +494,6 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 epochs,
                 "" if per_epoch is None else f" of {per_epoch} batches",
             )
-            split = {
-                "train_size": train_size,
-                "validation_size": validation_size,
-                "shuffle_set_split": shuffle_set_split,
-                "load_sparse_tensor": load_sparse_tensor,
-                **(datasplitter_kwargs or {}),
-            }
             self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, split, **stage_trainer_kwargs)
             finished.append(stage.name)
             if checkpoint_dir is not None:
@@ -635,17 +635,25 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         loader = self._make_data_loader(
             adata=adata, indices=rows, batch_size=batch_size or 1024, data_and_attributes=fields
         )
-        was_training = self.module.training
-        self.module.eval()
         out: dict[str, list] = {k: [] for k in keys}
-        with torch.inference_mode():
+        with self._evaluating():
             for tensors in loader:
                 sample = tensors[REGISTRY_KEYS.BATCH_KEY].long().to(self.module.device) if with_sample else None
                 res = fn(tensors[REGISTRY_KEYS.X_KEY].to(self.module.device), sample)
                 for k in keys:
                     out[k].append(res[k].cpu().numpy())
-        self.module.train(was_training)
         return [np.concatenate(out[k]).astype(np.float32) for k in keys]
+
+    @contextmanager
+    def _evaluating(self):
+        """The module in evaluation mode, without gradients, for the block; its previous mode restored after."""
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.module.train(was_training)
 
     def _validate_anndata(self, adata: AnnData | None = None, copy_if_view: bool = True) -> AnnData:
         """The training data, or new cells prepared as a query (see :meth:`prepare_query`)."""
@@ -721,7 +729,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         from sklearn.cluster import KMeans
 
         head = self.module.cluster_head
-        z = torch.from_numpy(self._collect(None, None, None, ["z"])[0])
+        z = self._embed_all()
         head.fit_radius(z)
         # centres are found where the head measures distances (directions, for metric="cosine")
         z = head.project(z.to(head.radius.device)).cpu().numpy()

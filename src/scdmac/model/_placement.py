@@ -68,14 +68,11 @@ class _Reference:
             samples = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
         graph = model._cell_graph()
         degrees = np.asarray(graph.adjacency.sum(axis=1)).ravel() + 1.0
-        x_in = model._per_cell(model.adata, None, None, ["x"], lambda x, s: {"x": model.module.expression(x, s)})[0]
+        x_in = model._encoder_input(model.adata, None, None)
         device = torch.device(model.device)
         products: list[torch.Tensor] = []
-        was_training = model.module.training
-        model.module.eval()
-        with torch.inference_mode():
+        with model._evaluating():
             model.module.encoder(torch.from_numpy(x_in).to(device), graph.normalized(device), products=products)
-        model.module.train(was_training)
         return cls(
             pca=pca,
             components=components,

@@ -227,19 +227,18 @@ class SCDSEC(DeepClusteringModel):
         if adata is not None and adata is not self.adata:
             return self._place(adata, indices, batch_size, keys)
         adata = self._validate_anndata(adata)
-        x_log = torch.from_numpy(
-            self._per_cell(adata, None, batch_size, ["x"], lambda x, s: {"x": self.module.expression(x, s)})[0]
-        )
+        x_in = torch.from_numpy(self._encoder_input(adata, None, batch_size))
         device = torch.device(self.device)
         adj = self._cell_graph(adata).normalized(device)
-        was_training = self.module.training
-        self.module.eval()
-        with torch.inference_mode():
-            out = self.module.embed(x_log.to(device), adj)
-        self.module.train(was_training)
+        with self._evaluating():
+            out = self.module.embed(x_in.to(device), adj)
         checked = check_indices(indices, adata.n_obs)
         rows = slice(None) if checked is None else checked
         return [out[k].cpu().numpy()[rows].astype(np.float32) for k in keys]
+
+    def _encoder_input(self, adata: AnnData, rows: np.ndarray | None, batch_size: int | None) -> np.ndarray:
+        """The encoder's input (standardised, sample-centred log expression) of the cells ``rows`` of ``adata``."""
+        return self._per_cell(adata, rows, batch_size, ["x"], lambda x, s: {"x": self.module.expression(x, s)})[0]
 
     def _decoded_scale(self, adata: AnnData, rows, sample: int | None, batch_size: int | None) -> np.ndarray:
         z = torch.from_numpy(self._collect(adata, rows, batch_size, ["z"])[0])
@@ -254,14 +253,11 @@ class SCDSEC(DeepClusteringModel):
             codes = None
         device = torch.device(self.device)
         step = batch_size or 1024
-        was_training = self.module.training
-        self.module.eval()
         parts = []
-        with torch.inference_mode():
+        with self._evaluating():
             for start in range(0, n, step):
                 chunk = None if codes is None else [codes[start : start + step].to(device)]
                 parts.append(self.module.normalized_scale(z[start : start + step].to(device), chunk).cpu().numpy())
-        self.module.train(was_training)
         return np.concatenate(parts) if parts else np.zeros((0, len(self.module.gene_indices)), np.float32)
 
     def _reference(self) -> _Reference:
@@ -277,24 +273,18 @@ class SCDSEC(DeepClusteringModel):
         query = self._validate_anndata(adata)
         rows = check_indices(indices, query.n_obs)
         reference = self._reference()
-        x_in = self._per_cell(query, rows, batch_size, ["x"], lambda x, s: {"x": self.module.expression(x, s)})[0]
+        x_in = self._encoder_input(query, rows, batch_size)
         counts = self.get_anndata_manager(query, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
         if rows is not None:
             counts = sp.csr_matrix(read_rows(counts, rows))
         neighbors = reference.neighbors_of(counts, self.module.gene_indices.cpu().numpy())
         to_reference, self_weight = reference.weights(neighbors)
         device = torch.device(self.device)
-        was_training = self.module.training
-        self.module.eval()
-        with torch.inference_mode():
-            z = self.module.encoder.place(
+        with self._evaluating():
+            out = self.module.place(
                 torch.from_numpy(x_in).to(device),
                 to_reference.to(device),
                 self_weight.to(device),
                 [p.to(device) for p in reference.products],
             )
-            out = {"z": z}
-            if self.module.cluster_head.n_clusters > 0:
-                out["q"] = self.module.cluster_head.soft_assignment(z)
-        self.module.train(was_training)
         return [out[k].cpu().numpy().astype(np.float32) for k in keys]

@@ -114,7 +114,20 @@ cluster_weight, negative_ratio, dof, cluster_metric
 
     def embed(self, x_in: torch.Tensor, adj: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
         """Embedding ``z`` of cells given their encoder input and graph, and (``assign``, once centres exist) ``q``."""
-        z = self.encoder(x_in, adj)
+        return self._assigned(self.encoder(x_in, adj), assign)
+
+    def place(
+        self,
+        x_in: torch.Tensor,
+        to_reference: torch.Tensor,
+        self_weight: torch.Tensor,
+        reference_products: list[torch.Tensor],
+    ) -> dict[str, torch.Tensor]:
+        """``z`` (and ``q``) of new cells placed on fixed reference cells (:meth:`FusionEncoder.place`)."""
+        return self._assigned(self.encoder.place(x_in, to_reference, self_weight, reference_products))
+
+    def _assigned(self, z: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
+        """``z`` and, when asked and centres exist, its soft assignment ``q``."""
         out = {"z": z}
         if assign and self.cluster_head.n_clusters > 0:
             out["q"] = self.cluster_head.soft_assignment(z)
@@ -125,8 +138,7 @@ cluster_weight, negative_ratio, dof, cluster_metric
 
         ``codes``: the sample's and covariates' codes to decode for (see :meth:`decoder_covariates`).
         """
-        h = self.decoder(z, *self.decoder_covariates(codes, z.shape[0], z.device))
-        return self.zinb_head(h, torch.ones(z.shape[0], device=z.device))["scale"]
+        return self.generative(z, torch.ones(z.shape[0], device=z.device), codes)["zinb"]["scale"]
 
     def _graph_loss(self, z: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
         """BCE of ``σ(z_i·z_j)`` on the batch's edges against as many random cell pairs as non-edges."""
