@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import functools
+import threading
+from http.server import HTTPServer, SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +21,33 @@ def _small():
 def small(_small):
     """300 cells × 200 genes, 3 well separated types (a fresh copy per test)."""
     return _small.copy()
+
+
+class _RecordingHandler(SimpleHTTPRequestHandler):
+    """Serves a folder and records each requested path, so a test can tell a download from a cache hit."""
+
+    requested: list[str]
+
+    def do_GET(self):  # noqa: N802 (the http.server name)
+        self.requested.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A local HTTP server over a fresh folder: yields (base URL, folder, list of requested paths)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    requested: list[str] = []
+    handler = type("Handler", (_RecordingHandler,), {"requested": requested})
+    server = HTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", root, requested
+    server.shutdown()
+    server.server_close()
 
 
 FAST_TRAIN = {"max_epochs": 2, "enable_progress_bar": False, "batch_size": 128}

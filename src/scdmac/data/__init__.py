@@ -1,6 +1,7 @@
-"""Preprocessing, input checks, kNN graphs, augmentations, minibatch loading and the demo simulator."""
+"""Preprocessing, input checks, kNN graphs, augmentations, minibatch loading, public datasets and the simulator."""
 
 from ._augment import augment_expression, mask_with_shuffled
+from ._datasets import DATA_DIR_VARIABLE, PAUL15_URL, data_dir, fetch, paul15, read
 from ._graph import (
     BalancedIndex,
     CellGraph,
@@ -36,6 +37,12 @@ from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
 
 __all__ = [
+    "DATA_DIR_VARIABLE",
+    "PAUL15_URL",
+    "data_dir",
+    "fetch",
+    "paul15",
+    "read",
     "BalancedIndex",
     "NeighborIndex",
     "TISSUE_PROPORTIONS",
