@@ -5,6 +5,8 @@ Two experiments, each appending rows to a CSV as runs finish:
 * ``configs``: whole trainings with settings other than the defaults (the paper's 50 neighbours and
   joint-stage learning rate 1e-5; 2,000 genes with a cosine graph and whole-data input scaling);
   ``ari_pretrained`` is k-means on the pretrained embedding.
+  ``pcs50``, ``pcs10`` and ``pcs20`` build the graph on 50 (the default before 2026-12-02), 10 or 20
+  principal components.
 * ``init``: one pretraining per dataset, then the clustering stage twice from the same network, once
   from k-means centres and once from Leiden-at-k communities (``train(cluster_init=...)``), for one
   input scaling (``--input-scaling``).
@@ -30,6 +32,10 @@ from accuracy import DEFAULT_DATA, SPLIT
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = {  # (setup_anndata, model, train) arguments
+    "pcs50": ({"n_pcs": 50}, {}, {}),
+    # the kNN graph on fewer principal components: purer edges on the tuning half (method notes)
+    "pcs10": ({"n_pcs": 10}, {}, {}),
+    "pcs20": ({"n_pcs": 20}, {}, {}),
     "paper": ({"n_neighbors": 50}, {}, {"cluster_lr": 1e-5}),
     "hvg2000_cos_gene": ({"n_top_genes": 2000, "metric": "cosine"}, {"input_scaling": "gene"}, {}),
     "hvg2000_cos_global": ({"n_top_genes": 2000, "metric": "cosine"}, {"input_scaling": "global"}, {}),
