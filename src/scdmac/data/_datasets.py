@@ -102,9 +102,8 @@ def read(
     from scipy import sparse
 
     adata = anndata.read_h5ad(fetch(source, sha256=sha256, cache_dir=cache_dir))
-    if not sparse.issparse(adata.X) or adata.X.format != "csr":
-        adata.X = sparse.csr_matrix(adata.X)
-    adata.X = adata.X.astype(np.float32)
+    # one conversion, and none at all when X is already CSR float32
+    adata.X = sparse.csr_matrix(adata.X, dtype=np.float32)
     for column in _LABEL_COLUMNS:
         if column in adata.obs:
             adata.obs["cell_type"] = pd.Categorical(adata.obs[column].astype(str))
