@@ -13,6 +13,7 @@ Usage::
 
     python benchmarks/scale.py --models SCDMAC SCDSEC --cells 10000 100000
     python benchmarks/scale.py --models SCDMAC --cells 1000000 --scvi --scvi-max-epochs 1
+    python benchmarks/scale.py --models SCDSEC --cells 100000 --model-kwargs '{"hidden_widths": [128, 128, 512]}'
 
 Writes ``benchmarks/results/scale.md`` and ``scale.csv`` (``--out`` to change), appending rows to
 an existing CSV so sizes run at different times end up in one table.
@@ -160,7 +161,15 @@ def _loss_step_ms(model, stage_name: str, batch_size: int, repeats: int = 20) ->
     return round(1000 * float(np.median(times[2:])), 2)
 
 
-def _one(model_name: str, n_cells: int, n_genes: int, seed: int, run_scvi: bool, scvi_max_epochs: int | None) -> dict:
+def _one(
+    model_name: str,
+    n_cells: int,
+    n_genes: int,
+    seed: int,
+    run_scvi: bool,
+    scvi_max_epochs: int | None,
+    model_kwargs: dict | None = None,
+) -> dict:
     import copy
 
     import scvi
@@ -181,7 +190,7 @@ def _one(model_name: str, n_cells: int, n_genes: int, seed: int, run_scvi: bool,
     t0 = time.perf_counter()
     model_cls.setup_anndata(adata, layer="counts")
     t_setup = time.perf_counter() - t0
-    model = model_cls(adata, n_clusters=10)
+    model = model_cls(adata, n_clusters=10, **(model_kwargs or {}))
     timer = _stage_timer()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -246,10 +255,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scvi", action="store_true", help="also time scVI's default training on the same counts")
     parser.add_argument("--scvi-max-epochs", type=int, default=None, help="cap scVI's epochs (large data)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "scale", help="output path without suffix")
+    parser.add_argument(
+        "--model-kwargs",
+        default=None,
+        help="JSON of model arguments other than the defaults, e.g. '{\"hidden_widths\": [128, 128, 512]}' "
+        "(the row's model name says them)",
+    )
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        row = _one(args.models[0], args.cells[0], args.genes, args.seed, args.scvi, args.scvi_max_epochs)
+        kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
+        row = _one(args.models[0], args.cells[0], args.genes, args.seed, args.scvi, args.scvi_max_epochs, kwargs)
+        if kwargs:
+            row["model"] += " " + ", ".join(f"{k}={v}" for k, v in kwargs.items())
         print(json.dumps(row))
         return
     csv_path = args.out.with_suffix(".csv")
@@ -265,12 +283,15 @@ def main(argv: list[str] | None = None) -> None:
                 cmd.append("--scvi")
             if args.scvi_max_epochs is not None:
                 cmd += ["--scvi-max-epochs", str(args.scvi_max_epochs)]
+            if args.model_kwargs:
+                cmd += ["--model-kwargs", args.model_kwargs]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{model} at {n} cells failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
-            rows = [r for r in rows if (r["model"], str(r["n_cells"]), r["device"]) != (model, str(n), row["device"])]
+            name = row["model"]
+            rows = [r for r in rows if (r["model"], str(r["n_cells"]), r["device"]) != (name, str(n), row["device"])]
             rows.append(row)
             print(json.dumps(row), flush=True)
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.sort(key=lambda r: (r["device"], int(r["n_cells"]), r["model"]))
             args.out.with_suffix(".md").write_text(
                 "Command: `python benchmarks/scale.py` (see the module docstring); one run per row, "
-                "simulated counts (2,000 genes, 10 types), default settings.\n\n" + _markdown(rows) + "\n"
+                "simulated counts (2,000 genes, 10 types), default settings unless the model column names others.\n\n"
+                + _markdown(rows)
+                + "\n"
             )
     print(_markdown(rows))
 

@@ -208,7 +208,7 @@ def test_approximate_neighbours_find_most_exact_ones():
 def test_many_partition_groups_are_fitted_on_a_sample_and_numbered_densely(monkeypatch):
     from scdmac.data import _graph, partition_cells
 
-    monkeypatch.setattr(_graph, "PARTITION_SAMPLE_ABOVE", 1000)  # the path taken above 100,000 cells
+    monkeypatch.setattr(_graph, "PARTITION_SAMPLE_ABOVE", 1000)  # the path taken above 20,000 cells
     rng = np.random.default_rng(3)
     X = rng.normal(size=(6000, 5)).astype(np.float32)
     groups = partition_cells(X, 100, random_state=0)

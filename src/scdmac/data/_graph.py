@@ -350,7 +350,7 @@ class CellGraph:
 #: :data:`PARTITION_FIT_CELLS_PER_GROUP` cells per group (fewer iterations), then every cell is
 #: assigned to its nearest centre: with thousands of groups a fit on all cells would cost
 #: ``cells × groups`` per iteration.
-PARTITION_SAMPLE_ABOVE = 100_000
+PARTITION_SAMPLE_ABOVE = 20_000
 PARTITION_FIT_CELLS_PER_GROUP = 16
 
 
