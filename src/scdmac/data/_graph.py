@@ -348,7 +348,7 @@ class CellGraph:
 
 #: Above this many cells, the k-means of the partition is fitted on a random sample of
 #: :data:`PARTITION_FIT_CELLS_PER_GROUP` cells per group (fewer iterations), then every cell is
-#: assigned to its nearest centre: with thousands of groups a fit on all cells would cost
+#: assigned to its nearest centre: with hundreds of groups or more a fit on all cells would cost
 #: ``cells × groups`` per iteration.
 PARTITION_SAMPLE_ABOVE = 20_000
 PARTITION_FIT_CELLS_PER_GROUP = 16
