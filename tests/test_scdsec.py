@@ -10,7 +10,9 @@ from sklearn.metrics import adjusted_rand_score
 
 import scdmac
 from scdmac.data import CellGraph
+from scdmac.data._graph import ADJACENCY_BLOCK_ROWS, _to_torch, normalized_adjacency
 from scdmac.model import SCDSEC
+from scdmac.module import FusionEncoder
 
 from .conftest import FAST_TRAIN, assert_results_written
 
@@ -84,6 +86,34 @@ def test_same_seed_same_labels(small):
     a = _train(small.copy(), seed=5).predict()
     b = _train(small.copy(), seed=5).predict()
     assert (a == b).all()
+
+
+def test_whole_graph_passes_reused_without_changing_results(small, monkeypatch):
+    # a training reuses a whole-graph pass over unchanged weights: fewer passes, the same results to the bit
+    from scdmac.module import SCDSECModule
+
+    passes = []
+    embed = SCDSECModule.embed
+    monkeypatch.setattr(SCDSECModule, "embed", lambda self, *a, **k: passes.append(1) or embed(self, *a, **k))
+    cached = _train(small.copy(), seed=3)
+    with_cache = len(passes)
+    reuse = SCDSEC._whole_graph_embedding
+
+    def never_reuse(self, adata, x_in):
+        self._pass_cache = None
+        return reuse(self, adata, x_in)
+
+    monkeypatch.setattr(SCDSEC, "_whole_graph_embedding", never_reuse)
+    passes.clear()
+    fresh = _train(small.copy(), seed=3)
+    assert with_cache < len(passes)
+    assert np.array_equal(cached.adata.obsm["X_scdsec"], fresh.adata.obsm["X_scdsec"])
+    assert (cached.predict() == fresh.predict()).all()
+    # outside train() nothing is reused: a changed weight shows at once
+    before = cached.get_latent_representation()
+    with torch.no_grad():
+        cached.module.encoder.ae[0].weight.mul_(2.0)
+    assert not np.array_equal(cached.get_latent_representation(), before)
 
 
 def test_training_leaves_global_settings_alone(small):
@@ -193,11 +223,32 @@ def test_graph_of_20k_cells_stays_sparse():
     indices = rng.integers(0, n, size=(n, k))
     graph = CellGraph(indices)
     assert sp.issparse(graph.adjacency) and graph.adjacency.nnz <= 2 * n * k
-    adj = graph.normalized()
-    assert adj.is_sparse and adj.shape == (n, n)
-    assert adj._nnz() <= 2 * n * k + n  # edges both ways plus self-loops, never n × n
+    blocks = graph.normalized()
+    assert all(b.is_sparse and b.shape[1] == n and b.shape[0] <= ADJACENCY_BLOCK_ROWS for b in blocks)
+    assert sum(b.shape[0] for b in blocks) == n
+    assert sum(b._nnz() for b in blocks) <= 2 * n * k + n  # edges both ways plus self-loops, never n × n
     batch = graph.subgraph(np.arange(512))
     assert batch["adj"].is_sparse and batch["edges"].shape[0] == 2
+
+
+@pytest.mark.parametrize(("alpha", "layerwise"), [(0.5, True), (0.3, False), (0.0, True), (1.0, True)])
+def test_fusion_over_row_blocks_equals_the_whole_graph(alpha, layerwise):
+    # a whole-graph pass takes the graph in row blocks to bound its memory: the same numbers, bit for bit,
+    # through a widening and a narrowing layer (which the blocked pass carries as its two projections)
+    rng = np.random.default_rng(0)
+    graph = CellGraph(rng.integers(0, 50, size=(50, 4)))
+    whole = normalized_adjacency(graph.adjacency)
+    blocks = [_to_torch(whole[a:b]) for a, b in [(0, 13), (13, 26), (26, 38), (38, 50)]]  # as normalized() cuts
+    torch.manual_seed(0)
+    enc = FusionEncoder(6, (8, 3, 12), 2, alpha=alpha, layerwise=layerwise).eval()
+    x = torch.randn(50, 6)
+    with torch.inference_mode():
+        products_whole: list[torch.Tensor] = []
+        products_blocks: list[torch.Tensor] = []
+        expected = enc(x, _to_torch(whole), products=products_whole)
+        assert torch.equal(enc(x, blocks, products=products_blocks), expected)
+    assert len(products_blocks) == len(products_whole) == (4 if alpha < 1 else 0)
+    assert all(torch.equal(a, b) for a, b in zip(products_blocks, products_whole, strict=True))
 
 
 def test_clusters_simulated_types():

@@ -301,6 +301,11 @@ def _to_torch(A: sp.spmatrix, device=None) -> torch.Tensor:
     return torch.sparse_coo_tensor(index, values, A.shape, device=device, check_invariants=False).coalesce()
 
 
+#: Cells per row block of the whole-graph adjacency (:meth:`CellGraph.normalized`): a block's
+#: temporaries at a 2,000-wide layer are then some 200 MB, and the blocks' own overhead negligible.
+ADJACENCY_BLOCK_ROWS = 4096
+
+
 class CellGraph:
     """A symmetric cell kNN graph kept sparse, with the pieces graph networks need per minibatch.
 
@@ -312,22 +317,31 @@ class CellGraph:
 
     def __init__(self, indices: np.ndarray):
         self.adjacency = adjacency(np.asarray(indices, dtype=np.int64))
-        self._normalized: dict[str, torch.Tensor] = {}
+        self._normalized: dict[str, list[torch.Tensor]] = {}
 
     @property
     def n_cells(self) -> int:
         """Number of cells (nodes)."""
         return self.adjacency.shape[0]
 
-    def normalized(self, device=None) -> torch.Tensor:
-        """``D^-1/2 (A + I) D^-1/2`` over all cells as a sparse torch tensor (built once per device).
+    def normalized(self, device=None) -> list[torch.Tensor]:
+        """``D^-1/2 (A + I) D^-1/2`` over all cells, as sparse torch row blocks (built once per device).
 
-        Every target refresh of a clustering stage embeds all cells through it: building and
-        coalescing it again each time cost as much as the embedding on large graphs.
+        The blocks hold consecutive runs of at most :data:`ADJACENCY_BLOCK_ROWS` cells (rows, equally
+        many in each) against all cells (columns) and stack to the whole matrix: a whole-graph pass
+        computes each layer one block at a time (:class:`~scdmac.module.FusionEncoder`), so its
+        temporaries stay a block's size. Every target refresh of a clustering stage embeds all cells
+        through them: building and coalescing them again each time cost as much as the embedding on
+        large graphs.
         """
         key = str(torch.device(device) if device is not None else torch.device("cpu"))
         if key not in self._normalized:
-            self._normalized[key] = _to_torch(normalized_adjacency(self.adjacency), device)
+            whole = normalized_adjacency(self.adjacency)
+            # blocks of equal size, never a sliver: matrix products over a few rows take other
+            # kernels, whose rounding would make the blocked pass differ from the whole one
+            n_blocks = -(-whole.shape[0] // ADJACENCY_BLOCK_ROWS)
+            ends = np.linspace(0, whole.shape[0], n_blocks + 1).round().astype(np.int64)
+            self._normalized[key] = [_to_torch(whole[a:b], device) for a, b in zip(ends[:-1], ends[1:], strict=True)]
         return self._normalized[key]
 
     def subgraph(self, cells: np.ndarray) -> dict[str, torch.Tensor]:

@@ -125,6 +125,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     _cluster_init: Literal["kmeans", "leiden"] = "kmeans"
     #: what query cells are placed on, for models whose outputs depend on graph neighbours
     _reference_cache: object | None = None
+    #: a whole-data pass a model may reuse while the weights stand; a dict only inside :meth:`train`
+    _pass_cache: dict | None = None
     #: the last query AnnData and the AnnData prepared from it (:meth:`prepare_query`)
     _query: tuple[AnnData, AnnData] | None = None
 
@@ -462,48 +464,55 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 self.module.load_state_dict(state["module"])
                 self.history_, finished = state["history"], state["finished"]
                 logger.info("Resuming %s after stage(s) %s.", type(self).__name__, finished)
-        for stage in selected:
-            if stage.name in finished:
-                continue
-            if stage.name in steps:
-                stage = replace(stage, steps=steps[stage.name])
-            epochs, batches_per_epoch = stage.default_schedule(n_obs, batch_size)
-            stage_trainer_kwargs = dict(trainer_kwargs)
-            if max_epochs is not None:
-                epochs = max_epochs
-            elif batches_per_epoch is not None:
-                # large data: epochs of a random subset of the batches keep the default step budget
-                stage_trainer_kwargs.setdefault("limit_train_batches", batches_per_epoch)
-            callbacks = list(user_callbacks)
-            monitor = f"{stage.name}_validation_loss" if validates else f"{stage.name}_loss"
-            if stage.clustering:
-                self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
-                args = {k: v for k, v in plan_kwargs.items() if k in cluster_args}
-                args.setdefault("seed", _seed())
-                plan = ClusterPlan(self.module, stage, self._embed_all, tol=tol, lr=cluster_lr, **args)
-            else:
-                args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
-                plan = StagePlan(self.module, stage, lr=lr, **args)
-                if early_stopping:
-                    callbacks.append(RelativePlateau(monitor, early_stopping_rel_delta, early_stopping_patience))
-            per_epoch = stage_trainer_kwargs.get("limit_train_batches")
-            logger.info(
-                "%s stage %r: up to %d epochs%s",
-                type(self).__name__,
-                stage.name,
-                epochs,
-                "" if per_epoch is None else f" of {per_epoch} batches",
-            )
-            self._run_stage(plan, epochs, batch_size, accelerator, devices, callbacks, split, **stage_trainer_kwargs)
-            finished.append(stage.name)
+        # whole-graph passes over unchanged weights may be reused within this call (SCDSEC._whole_graph_embedding)
+        self._pass_cache = {}
+        try:
+            for stage in selected:
+                if stage.name in finished:
+                    continue
+                if stage.name in steps:
+                    stage = replace(stage, steps=steps[stage.name])
+                epochs, batches_per_epoch = stage.default_schedule(n_obs, batch_size)
+                stage_trainer_kwargs = dict(trainer_kwargs)
+                if max_epochs is not None:
+                    epochs = max_epochs
+                elif batches_per_epoch is not None:
+                    # large data: epochs of a random subset of the batches keep the default step budget
+                    stage_trainer_kwargs.setdefault("limit_train_batches", batches_per_epoch)
+                callbacks = list(user_callbacks)
+                monitor = f"{stage.name}_validation_loss" if validates else f"{stage.name}_loss"
+                if stage.clustering:
+                    self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
+                    args = {k: v for k, v in plan_kwargs.items() if k in cluster_args}
+                    args.setdefault("seed", _seed())
+                    plan = ClusterPlan(self.module, stage, self._embed_all, tol=tol, lr=cluster_lr, **args)
+                else:
+                    args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
+                    plan = StagePlan(self.module, stage, lr=lr, **args)
+                    if early_stopping:
+                        callbacks.append(RelativePlateau(monitor, early_stopping_rel_delta, early_stopping_patience))
+                per_epoch = stage_trainer_kwargs.get("limit_train_batches")
+                logger.info(
+                    "%s stage %r: up to %d epochs%s",
+                    type(self).__name__,
+                    stage.name,
+                    epochs,
+                    "" if per_epoch is None else f" of {per_epoch} batches",
+                )
+                self._run_stage(
+                    plan, epochs, batch_size, accelerator, devices, callbacks, split, **stage_trainer_kwargs
+                )
+                finished.append(stage.name)
+                if checkpoint_dir is not None:
+                    write_checkpoint(checkpoint_dir, run, finished, self.module.state_dict(), self.history_)
             if checkpoint_dir is not None:
-                write_checkpoint(checkpoint_dir, run, finished, self.module.state_dict(), self.history_)
-        if checkpoint_dir is not None:
-            remove_checkpoint(checkpoint_dir)
-        if self.module.cluster_head.n_clusters > 0:
-            self.write_results()
-            if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
-                self._warn_lost_clusters(plan.min_cluster_size)
+                remove_checkpoint(checkpoint_dir)
+            if self.module.cluster_head.n_clusters > 0:
+                self.write_results()
+                if isinstance(plan, ClusterPlan):  # "cluster" ran (always the last stage): its plan holds the size
+                    self._warn_lost_clusters(plan.min_cluster_size)
+        finally:
+            self._pass_cache = None
 
     def _run_description(self, stages: list[Stage], train_args: dict) -> str:
         """What a checkpoint must match to be resumed: model settings, data size, stages and train arguments."""
@@ -642,7 +651,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 res = fn(tensors[REGISTRY_KEYS.X_KEY].to(self.module.device), sample)
                 for k in keys:
                     out[k].append(res[k].cpu().numpy())
-        return [np.concatenate(out[k]).astype(np.float32) for k in keys]
+        return [np.concatenate(out[k]).astype(np.float32, copy=False) for k in keys]
 
     @contextmanager
     def _evaluating(self):

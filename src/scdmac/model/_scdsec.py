@@ -227,14 +227,39 @@ class SCDSEC(DeepClusteringModel):
         if adata is not None and adata is not self.adata:
             return self._place(adata, indices, batch_size, keys)
         adata = self._validate_anndata(adata)
+        # always computed, even when the pass is reused: its loader draws from torch's generator, and
+        # skipping that draw would change every later minibatch of the training
         x_in = torch.from_numpy(self._encoder_input(adata, None, batch_size))
-        device = torch.device(self.device)
-        adj = self._cell_graph(adata).normalized(device)
         with self._evaluating():
-            out = self.module.embed(x_in.to(device), adj)
+            out = self.module.with_assignment(self._whole_graph_embedding(adata, x_in))
         checked = check_indices(indices, adata.n_obs)
         rows = slice(None) if checked is None else checked
         return [out[k].cpu().numpy()[rows].astype(np.float32) for k in keys]
+
+    def _whole_graph_embedding(self, adata: AnnData, x_in: torch.Tensor) -> torch.Tensor:
+        """Embedding of every training cell over the whole graph; inside :meth:`train`, reused while the weights stand.
+
+        A training makes several such passes, some over the weights of the one before (the
+        centres' initialisation and the first targets; the last targets and the written outputs):
+        the embedding is a function of the counts, the graph and the weights of the input scaling and
+        encoder alone (evaluation mode, no dropout), so a pass is reused when none of those tensors
+        has changed since (their in-place version counters, which every optimiser step and weight
+        load advance).
+        """
+        module = self.module
+        # the count inputs' own buffers, the input scaling and the encoder: all the embedding reads
+        tensors = [*module.buffers(recurse=False)]
+        for part in (module.input_norm, module.encoder):
+            tensors += [*part.parameters(), *part.buffers()]
+        key = tuple((id(t), t._version) for t in tensors)
+        cache = self._pass_cache
+        if cache is not None and cache.get("key") == key:
+            return cache["z"]
+        device = torch.device(self.device)
+        z = self.module.embed(x_in.to(device), self._cell_graph(adata).normalized(device), assign=False)["z"]
+        if cache is not None:
+            cache.update(key=key, z=z)
+        return z
 
     def _encoder_input(self, adata: AnnData, rows: np.ndarray | None, batch_size: int | None) -> np.ndarray:
         """The encoder's input (standardised, sample-centred log expression) of the cells ``rows`` of ``adata``."""

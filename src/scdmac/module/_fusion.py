@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +54,7 @@ class FusionEncoder(nn.Module):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         widths = [*hidden_widths, n_latent]
+        self.widths = widths
         self.alpha = alpha
         self.layerwise = layerwise
         self.dropout_rate = dropout_rate
@@ -67,23 +69,32 @@ class FusionEncoder(nn.Module):
             return y
         return F.dropout(F.relu(self.norms[i](y)), self.dropout_rate, self.training)
 
-    def forward(self, x: torch.Tensor, adj: torch.Tensor, products: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Embedding of the cells in ``x`` given their normalised adjacency ``adj`` (sparse, cells × cells).
+    def forward(
+        self,
+        x: torch.Tensor,
+        adj: torch.Tensor | Sequence[torch.Tensor],
+        products: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Embedding of the cells in ``x`` given their normalised adjacency ``adj``.
+
+        ``adj`` is sparse (cells × cells), or a sequence of sparse row blocks that stack to it (as
+        :meth:`~scdmac.data.CellGraph.normalized` gives). With blocks, every layer is computed one
+        block of cells at a time and only what the graph product needs is held for all cells; the
+        embedding is the same, to the bit.
 
         ``products``: a list that receives each layer's ``F_{l-1} U_l`` (what neighbours contribute
         to a cell's structural representation), so that new cells can later be placed on these
         cells (:meth:`place`).
         """
+        blocks = [adj] if isinstance(adj, torch.Tensor) else list(adj)
 
-        def aggregate(i: int, g_in: torch.Tensor) -> torch.Tensor:
-            assert self.gcn is not None  # called only when the graph branch exists
-            product = self.gcn[i](g_in)
-            if products is not None:
+        def aggregate(i: int, block: int, rows: slice, product: torch.Tensor) -> torch.Tensor:
+            if block == 0 and products is not None:
                 products.append(product)
             # Â (F U): multiply the narrow dense product by the sparse graph, never the other way round
-            return torch.sparse.mm(adj, product)
+            return torch.sparse.mm(blocks[block], product)
 
-        return self._layers(x, aggregate)
+        return self._layers(x, _row_slices([b.shape[0] for b in blocks]), aggregate)
 
     def place(
         self,
@@ -101,26 +112,95 @@ class FusionEncoder(nn.Module):
         not depend on which other new cells come with it.
         """
 
-        def aggregate(i: int, g_in: torch.Tensor) -> torch.Tensor:
-            assert self.gcn is not None  # called only when the graph branch exists
-            own = self.gcn[i](g_in) * self_weight.unsqueeze(-1)
+        def aggregate(i: int, block: int, rows: slice, product: torch.Tensor) -> torch.Tensor:
+            own = product[rows] * self_weight[rows].unsqueeze(-1)
             return torch.sparse.mm(to_reference, reference_products[i]) + own
 
-        return self._layers(x, aggregate)
+        return self._layers(x, [slice(0, x.shape[0])], aggregate)
 
-    def _layers(self, x: torch.Tensor, aggregate) -> torch.Tensor:
-        """The fused layers, with the graph branch's ``Â F U`` given by ``aggregate(layer, F)``."""
-        h_in = g_in = x
+    def _layers(
+        self,
+        x: torch.Tensor,
+        row_blocks: list[slice],
+        aggregate: Callable[[int, int, slice, torch.Tensor], torch.Tensor],
+    ) -> torch.Tensor:
+        """The fused layers over the cells of ``x``, taken in the row blocks ``row_blocks``.
+
+        ``aggregate(layer, block, rows, product)`` gives the graph branch's ``Â F U`` for the cells
+        ``rows`` (the ``block``-th block), ``product`` being ``F U`` over all cells: the one quantity
+        a cell's output needs from other cells. Everything else is row by row, so a layer's
+        outputs are written block by block, and before a narrower layer they are kept only as that
+        layer's two projections (``W F`` and ``F U``), not at their own width.
+        """
+        n = x.shape[0]
+        h_in: torch.Tensor | None = x  # the layer's inputs over all cells, or
+        g_in: torch.Tensor | None = x
+        h_pre: torch.Tensor | None = None  # ... their projections by the layer's weights
+        g_pre: torch.Tensor | None = None
         for i in range(self.n_layers):
             last = i == self.n_layers - 1
-            h = self._act(self.ae[i](h_in), i) if self.ae is not None else None
-            g = self._act(aggregate(i, g_in), i) if self.gcn is not None else None
-            if h is None or g is None:
-                only = h if g is None else g
-                assert only is not None  # the constructor keeps at least one branch
-                h_in = g_in = only
-            elif self.layerwise or last:
-                h_in = g_in = self.alpha * h + (1.0 - self.alpha) * g
+            project_next = not last and self.widths[i + 1] < self.widths[i]
+            product = None
+            if self.gcn is not None:
+                product = g_pre if g_pre is not None else self.gcn[i](g_in)
+            # one output for both branches when they are fused here (or one is absent): never two copies
+            shared = not project_next and (self.ae is None or self.gcn is None or self.layerwise or last)
+            h_out = _Rows(n)
+            g_out = h_out if shared else _Rows(n)
+            for block, rows in enumerate(row_blocks):
+                h = g = None
+                if self.ae is not None:
+                    pre = h_pre[rows] if h_pre is not None else self.ae[i](_present(h_in)[rows])
+                    h = self._act(pre, i)
+                if product is not None:
+                    g = self._act(aggregate(i, block, rows, product), i)
+                if h is None or g is None:
+                    h = g = _present(h if g is None else g)
+                elif self.layerwise or last:
+                    h = g = self.alpha * h + (1.0 - self.alpha) * g
+                if project_next:
+                    if self.ae is not None:
+                        h_out.put(rows, self.ae[i + 1](_present(h)))
+                    if self.gcn is not None:
+                        g_out.put(rows, self.gcn[i + 1](_present(g)))
+                else:
+                    h_out.put(rows, _present(h))
+                    if not shared:
+                        g_out.put(rows, _present(g))
+            if project_next:
+                h_in = g_in = None
+                h_pre, g_pre = h_out.whole, g_out.whole
             else:
-                h_in, g_in = h, g
+                h_in, g_in = h_out.whole, g_out.whole
+                h_pre = g_pre = None
+            del product
+        assert h_in is not None  # the last layer never projects ahead
         return h_in
+
+
+def _present(t: torch.Tensor | None) -> torch.Tensor:
+    """``t``, which the branch structure guarantees is there (the constructor keeps at least one branch)."""
+    assert t is not None
+    return t
+
+
+def _row_slices(sizes: Sequence[int]) -> list[slice]:
+    """Consecutive row ranges of blocks with ``sizes`` rows each."""
+    ends = np.cumsum([0, *sizes])
+    return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+class _Rows:
+    """A tensor over ``n`` cells written one block of rows at a time (one block covering all is kept as is)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.whole: torch.Tensor | None = None
+
+    def put(self, rows: slice, block: torch.Tensor) -> None:
+        if rows.start == 0 and rows.stop == self.n:
+            self.whole = block
+            return
+        if self.whole is None:
+            self.whole = block.new_empty((self.n, *block.shape[1:]))
+        self.whole[rows] = block

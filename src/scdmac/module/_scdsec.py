@@ -112,9 +112,14 @@ cluster_weight, negative_ratio, dof, cluster_metric
         """The encoder's input: standardised log-normalised expression of the modelled genes."""
         return self.input_norm(self.split_counts(x, sample)[2])
 
-    def embed(self, x_in: torch.Tensor, adj: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
-        """Embedding ``z`` of cells given their encoder input and graph, and (``assign``, once centres exist) ``q``."""
-        return self._assigned(self.encoder(x_in, adj), assign)
+    def embed(
+        self, x_in: torch.Tensor, adj: torch.Tensor | Sequence[torch.Tensor], assign: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Embedding ``z`` of cells given their encoder input and graph, and (``assign``, once centres exist) ``q``.
+
+        ``adj``: the normalised adjacency, whole or as row blocks (:meth:`FusionEncoder.forward`).
+        """
+        return self.with_assignment(self.encoder(x_in, adj), assign)
 
     def place(
         self,
@@ -124,9 +129,9 @@ cluster_weight, negative_ratio, dof, cluster_metric
         reference_products: list[torch.Tensor],
     ) -> dict[str, torch.Tensor]:
         """``z`` (and ``q``) of new cells placed on fixed reference cells (:meth:`FusionEncoder.place`)."""
-        return self._assigned(self.encoder.place(x_in, to_reference, self_weight, reference_products))
+        return self.with_assignment(self.encoder.place(x_in, to_reference, self_weight, reference_products))
 
-    def _assigned(self, z: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
+    def with_assignment(self, z: torch.Tensor, assign: bool = True) -> dict[str, torch.Tensor]:
         """``z`` and, when asked and centres exist, its soft assignment ``q``."""
         out = {"z": z}
         if assign and self.cluster_head.n_clusters > 0:
