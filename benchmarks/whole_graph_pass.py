@@ -37,15 +37,13 @@ def _one(n_cells: int, block_rows: int, threads: int, n_genes: int, widths: list
     import psutil
     import torch
 
-    import scdmac.data._graph as graph_module
     from scdmac.data import CellGraph
     from scdmac.module import FusionEncoder
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     graph = CellGraph(rng.integers(0, n_cells, size=(n_cells, 15)))
-    graph_module.ADJACENCY_BLOCK_ROWS = block_rows if block_rows > 0 else n_cells
-    adj = graph.normalized()
+    adj = graph.normalized(block_rows=block_rows if block_rows > 0 else n_cells)
     x = torch.from_numpy(rng.standard_normal((n_cells, n_genes), dtype=np.float32))
     torch.manual_seed(0)
     encoder = FusionEncoder(n_genes, widths[:-1], widths[-1]).eval()

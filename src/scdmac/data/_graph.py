@@ -317,29 +317,36 @@ class CellGraph:
 
     def __init__(self, indices: np.ndarray):
         self.adjacency = adjacency(np.asarray(indices, dtype=np.int64))
-        self._normalized: dict[str, list[torch.Tensor]] = {}
+        self._normalized: dict[tuple[str, int], list[torch.Tensor]] = {}
 
     @property
     def n_cells(self) -> int:
         """Number of cells (nodes)."""
         return self.adjacency.shape[0]
 
-    def normalized(self, device=None) -> list[torch.Tensor]:
+    def normalized(self, device=None, block_rows: int = ADJACENCY_BLOCK_ROWS) -> list[torch.Tensor]:
         """``D^-1/2 (A + I) D^-1/2`` over all cells, as sparse torch row blocks (built once per device).
 
-        The blocks hold consecutive runs of at most :data:`ADJACENCY_BLOCK_ROWS` cells (rows, equally
-        many in each) against all cells (columns) and stack to the whole matrix: a whole-graph pass
-        computes each layer one block at a time (:class:`~scdmac.module.FusionEncoder`), so its
-        temporaries stay a block's size. Every target refresh of a clustering stage embeds all cells
-        through them: building and coalescing them again each time cost as much as the embedding on
-        large graphs.
+        The blocks hold consecutive runs of at most ``block_rows`` cells (rows, equally many in each)
+        against all cells (columns) and stack to the whole matrix: a whole-graph pass computes each
+        layer one block at a time (:class:`~scdmac.module.FusionEncoder`), so its temporaries stay a
+        block's size. Every target refresh of a clustering stage embeds all cells through them:
+        building and coalescing them again each time cost as much as the embedding on large graphs.
+
+        Parameters
+        ----------
+        device
+            Where the blocks live.
+        block_rows
+            Most cells per block (default :data:`ADJACENCY_BLOCK_ROWS`); at least the number of cells
+            gives one block, the whole matrix.
         """
-        key = str(torch.device(device) if device is not None else torch.device("cpu"))
+        key = (str(torch.device(device) if device is not None else torch.device("cpu")), block_rows)
         if key not in self._normalized:
             whole = normalized_adjacency(self.adjacency)
             # blocks of equal size, never a sliver: matrix products over a few rows take other
             # kernels, whose rounding would make the blocked pass differ from the whole one
-            n_blocks = -(-whole.shape[0] // ADJACENCY_BLOCK_ROWS)
+            n_blocks = -(-whole.shape[0] // block_rows)
             ends = np.linspace(0, whole.shape[0], n_blocks + 1).round().astype(np.int64)
             self._normalized[key] = [_to_torch(whole[a:b], device) for a, b in zip(ends[:-1], ends[1:], strict=True)]
         return self._normalized[key]

@@ -256,7 +256,7 @@ class SCDSEC(DeepClusteringModel):
         if cache is not None and cache.get("key") == key:
             return cache["z"]
         device = torch.device(self.device)
-        z = self.module.embed(x_in.to(device), self._cell_graph(adata).normalized(device), assign=False)["z"]
+        z = module.embed(x_in.to(device), self._cell_graph(adata).normalized(device), assign=False)["z"]
         if cache is not None:
             cache.update(key=key, z=z)
         return z

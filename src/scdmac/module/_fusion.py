@@ -160,13 +160,13 @@ class FusionEncoder(nn.Module):
                     h = g = self.alpha * h + (1.0 - self.alpha) * g
                 if project_next:
                     if self.ae is not None:
-                        h_out.put(rows, self.ae[i + 1](_present(h)))
+                        h_out.put(rows, self.ae[i + 1](h))
                     if self.gcn is not None:
-                        g_out.put(rows, self.gcn[i + 1](_present(g)))
+                        g_out.put(rows, self.gcn[i + 1](g))
                 else:
-                    h_out.put(rows, _present(h))
+                    h_out.put(rows, h)
                     if not shared:
-                        g_out.put(rows, _present(g))
+                        g_out.put(rows, g)
             if project_next:
                 h_in = g_in = None
                 h_pre, g_pre = h_out.whole, g_out.whole
