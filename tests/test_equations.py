@@ -100,6 +100,30 @@ def test_layerwise_fusion_feeds_the_fused_layer_on():
     torch.testing.assert_close(apart(x, adj), 0.5 * fused.ae[1](h1) + 0.5 * fused.gcn[1](g1))
 
 
+def test_fused_layers_follow_the_equations_through_widening_and_narrowing_layers():
+    # F_l = α act(W_l F) + (1-α) act(Â F U_l) at every layer; a widening layer computes (Â F) U, the same
+    # numbers to float rounding, and passes on F (the narrower side) as what neighbours contribute
+    torch.manual_seed(0)
+    enc = FusionEncoder(4, (6, 3, 8), 2, alpha=0.3).eval()
+    x = torch.randn(5, 4)
+    A = (torch.rand(5, 5) > 0.5).float()
+    A = ((A + A.T) > 0).float().fill_diagonal_(1.0)
+    d = A.sum(1).rsqrt()
+    adj = d[:, None] * A * d[None, :]
+    f = x
+    for i in range(4):
+        h, g = enc.ae[i](f), adj @ enc.gcn[i](f)
+        if i < 3:
+            h, g = enc._act(h, i), enc._act(g, i)
+        f = 0.3 * h + 0.7 * g
+    products: list[torch.Tensor] = []
+    with torch.inference_mode():
+        out = enc(x, adj.to_sparse(), products=products)
+    torch.testing.assert_close(out, f.detach(), rtol=1e-5, atol=1e-6)
+    # widening layers (4 → 6, 3 → 8) hand on their input, the others F U
+    assert [p.shape[1] for p in products] == [4, 3, 3, 2]
+
+
 def test_masked_reconstruction_weights():
     target = torch.zeros(1, 4)
     x_hat = torch.tensor([[1.0, 2.0, 3.0, 4.0]])

@@ -31,6 +31,11 @@ def test_predict_and_latent(trained):
     assert_allclose(soft.sum(1), 1.0, atol=1e-5)
     assert (soft.argmax(1) == hard).all()
     assert (trained.predict(indices=[0, 5, 7]) == hard[[0, 5, 7]]).all()
+    # outputs are written batch by batch into one array: any batch size, a last partial batch included
+    z_small_batches = trained.get_latent_representation(batch_size=64)
+    assert z_small_batches.shape == z.shape and z_small_batches.dtype == np.float32
+    assert_allclose(z_small_batches, z, rtol=1e-5, atol=1e-6)
+    assert_allclose(trained.get_latent_representation(indices=[3, 1], batch_size=1), z[[3, 1]], rtol=1e-5, atol=1e-6)
 
 
 def test_history_has_every_stage(trained):

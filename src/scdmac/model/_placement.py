@@ -38,7 +38,8 @@ class _Reference:
     degrees
         Each training cell's degree in the normalised training graph (self-loop included).
     products
-        Each encoder layer's ``F_{l-1} U_l`` for the training cells (what a neighbour passes on).
+        Each encoder layer's ``F_{l-1} U_l`` (``F_{l-1}`` where the layer widens) for the training cells
+        (what a neighbour passes on).
     index
         The neighbour search over ``components`` (built on the first query, then kept).
     """

@@ -54,6 +54,7 @@ class FusionEncoder(nn.Module):
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
         widths = [*hidden_widths, n_latent]
+        self.n_input = n_input
         self.widths = widths
         self.alpha = alpha
         self.layerwise = layerwise
@@ -80,18 +81,19 @@ class FusionEncoder(nn.Module):
         ``adj`` is sparse (cells × cells), or a sequence of sparse row blocks that stack to it (as
         :meth:`~scdmac.data.CellGraph.normalized` gives). With blocks, every layer is computed one
         block of cells at a time and only what the graph product needs is held for all cells; the
-        embedding is the same, to the bit.
+        embedding is the same up to float rounding (a widening layer projects each block's aggregate).
 
-        ``products``: a list that receives each layer's ``F_{l-1} U_l`` (what neighbours contribute
-        to a cell's structural representation), so that new cells can later be placed on these
-        cells (:meth:`place`).
+        ``products``: a list that receives, per layer, what neighbours contribute to a cell's
+        structural representation (``F_{l-1} U_l``, or ``F_{l-1}`` where the layer widens and the
+        projection follows the aggregation), so that new cells can later be placed on these cells
+        (:meth:`place`).
         """
         blocks = [adj] if isinstance(adj, torch.Tensor) else list(adj)
 
         def aggregate(i: int, block: int, rows: slice, product: torch.Tensor) -> torch.Tensor:
             if block == 0 and products is not None:
                 products.append(product)
-            # Â (F U): multiply the narrow dense product by the sparse graph, never the other way round
+            # the sparse graph times the narrower of F and F U (see _layers)
             return torch.sparse.mm(blocks[block], product)
 
         return self._layers(x, _row_slices([b.shape[0] for b in blocks]), aggregate)
@@ -128,7 +130,10 @@ class FusionEncoder(nn.Module):
 
         ``aggregate(layer, block, rows, product)`` gives the graph branch's ``Â F U`` for the cells
         ``rows`` (the ``block``-th block), ``product`` being ``F U`` over all cells: the one quantity
-        a cell's output needs from other cells. Everything else is row by row, so a layer's
+        a cell's output needs from other cells. A widening layer (``U`` maps to more features than
+        it reads) computes ``(Â F) U`` instead: ``product`` is then ``F`` and ``U`` is applied to the
+        aggregate, so the graph product, and what is held for all cells, stay at the narrower width
+        (at the paper's 500 → 2,000 layer, a quarter). Everything else is row by row, so a layer's
         outputs are written block by block, and before a narrower layer they are kept only as that
         layer's two projections (``W F`` and ``F U``), not at their own width.
         """
@@ -140,9 +145,18 @@ class FusionEncoder(nn.Module):
         for i in range(self.n_layers):
             last = i == self.n_layers - 1
             project_next = not last and self.widths[i + 1] < self.widths[i]
+            # Â F U on the narrower side: a widening layer aggregates its inputs F and projects after,
+            # so neither the graph product nor what is held for all cells is at the wider width
+            widening = self.widths[i] > (self.widths[i - 1] if i else self.n_input)
             product = None
+            project_after: nn.Module | None = None  # U, where it follows the aggregation
             if self.gcn is not None:
-                product = g_pre if g_pre is not None else self.gcn[i](g_in)
+                if g_pre is not None:
+                    product = g_pre
+                elif widening:
+                    product, project_after = _present(g_in), self.gcn[i]
+                else:
+                    product = self.gcn[i](g_in)
             # one output for both branches when they are fused here (or one is absent): never two copies
             shared = not project_next and (self.ae is None or self.gcn is None or self.layerwise or last)
             h_out = _Rows(n)
@@ -153,7 +167,8 @@ class FusionEncoder(nn.Module):
                     pre = h_pre[rows] if h_pre is not None else self.ae[i](_present(h_in)[rows])
                     h = self._act(pre, i)
                 if product is not None:
-                    g = self._act(aggregate(i, block, rows, product), i)
+                    neighbourhood = aggregate(i, block, rows, product)
+                    g = self._act(neighbourhood if project_after is None else project_after(neighbourhood), i)
                 if h is None or g is None:
                     h = g = _present(h if g is None else g)
                 elif self.layerwise or last:
