@@ -36,6 +36,8 @@ def test_predict_and_latent(trained):
     assert z_small_batches.shape == z.shape and z_small_batches.dtype == np.float32
     assert_allclose(z_small_batches, z, rtol=1e-5, atol=1e-6)
     assert_allclose(trained.get_latent_representation(indices=[3, 1], batch_size=1), z[[3, 1]], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="selects none"):
+        trained.get_latent_representation(indices=[])
 
 
 def test_history_has_every_stage(trained):

@@ -660,7 +660,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                         out[k] = np.empty((n_cells, *res[k].shape[1:]), dtype=np.float32)
                     out[k][start:stop] = res[k].cpu().numpy()
                 start = stop
-        return [out[k] if k in out else np.zeros((0,), np.float32) for k in keys]
+        if not out:  # no batch: the outputs' widths are unknown (a join of no parts failed here before too)
+            raise ValueError("No cells to compute outputs for: `indices` selects none; pass at least one cell.")
+        return [out[k] for k in keys]
 
     @contextmanager
     def _evaluating(self):
