@@ -216,6 +216,12 @@ def test_many_partition_groups_are_fitted_on_a_sample_and_numbered_densely(monke
     assert set(np.unique(groups)) == set(range(n_groups)) and n_groups >= 50
     sizes = np.bincount(groups)
     assert np.median(sizes) > 50 and sizes.max() < 400
+    # groups are compact: on separated blobs of a group's size, most kNN edges stay inside a group
+    centres = rng.normal(size=(40, 5)) * 30
+    X = (np.repeat(centres, 150, axis=0) + rng.normal(size=(6000, 5))).astype(np.float32)
+    groups = partition_cells(X, 150, random_state=0)
+    neighbours, _ = knn(X, 15)
+    assert (groups[neighbours] == groups[:, None]).mean() > 0.9
 
 
 def test_the_step_budget_holds_on_large_data():

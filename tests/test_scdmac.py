@@ -83,6 +83,18 @@ def test_user_data_untouched(small):
     assert set(small.var) - var_cols == {"scdmac_hvg"}
 
 
+def test_trains_under_lightning_mixed_precision(small):
+    # Lightning's precision="bf16-mixed": the embedding's running statistics stay float32
+    scvi.settings.seed = 0
+    SCDMAC.setup_anndata(small)
+    model = SCDMAC(small, n_clusters=3)
+    model.train(**FAST_TRAIN, precision="bf16-mixed")
+    z = small.obsm["X_scdmac"]
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert set(np.unique(model.predict())) <= {0, 1, 2}
+    assert model.module.input_norm.running_mean.dtype == torch.float32
+
+
 def test_same_seed_same_labels(small):
     runs = []
     for _ in range(2):

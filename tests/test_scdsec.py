@@ -253,6 +253,16 @@ def test_fusion_over_row_blocks_equals_the_whole_graph(alpha, layerwise):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_trains_under_lightning_mixed_precision(small):
+    # precision="bf16-mixed" is Lightning's own argument: the sparse graph products stay in float32
+    # (torch has no bfloat16 sparse product, and autocast broke their backward), the rest autocasts
+    model = _train(small, train={**FAST_TRAIN, "precision": "bf16-mixed"})
+    z = small.obsm["X_scdsec"]
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert set(np.unique(model.predict())) <= {0, 1, 2}
+    assert np.isfinite(model.history["pretrain_loss"].to_numpy(dtype=float)).all()
+
+
 def test_clusters_simulated_types():
     adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
     SCDSEC.setup_anndata(adata)

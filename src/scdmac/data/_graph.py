@@ -380,8 +380,8 @@ def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -
 
     The kNN graph is built on the same coordinates, so most of a cell's neighbours share its group:
     minibatches made of whole groups keep most edges (Cluster-GCN's idea, with k-means standing in
-    for a graph partitioner). Above :data:`PARTITION_SAMPLE_ABOVE` cells the centres are fitted on a
-    random sample and all cells then assigned to the nearest one.
+    for a graph partitioner). Above :data:`PARTITION_SAMPLE_ABOVE` cells the centres start at random
+    cells of a random sample, are fitted on it and all cells then assigned to the nearest one.
 
     Returns
     -------
@@ -397,7 +397,11 @@ def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -
     if X.shape[0] <= PARTITION_SAMPLE_ABOVE or X.shape[0] <= n_fit:
         return KMeans(n_groups, n_init=1, max_iter=50, random_state=random_state).fit_predict(X).astype(np.int64)
     rows = np.random.default_rng(random_state).choice(X.shape[0], n_fit, replace=False)
-    kmeans = KMeans(n_groups, n_init=1, max_iter=20, random_state=random_state).fit(X[np.sort(rows)])
+    # centres started at random sample cells, not by k-means++: its seeding costs cells x groups x
+    # log(groups) distances, more than the fit itself with thousands of groups, and compact groups
+    # (not the best of many local optima) are all a minibatch needs
+    kmeans = KMeans(n_groups, init="random", n_init=1, max_iter=20, random_state=random_state)
+    kmeans.fit(X[np.sort(rows)])
     groups = kmeans.predict(X)
     # centres fitted on a sample may be nobody's nearest: renumber the groups densely
     return np.unique(groups, return_inverse=True)[1].astype(np.int64)

@@ -94,7 +94,7 @@ class FusionEncoder(nn.Module):
             if block == 0 and products is not None:
                 products.append(product)
             # the sparse graph times the narrower of F and F U (see _layers)
-            return torch.sparse.mm(blocks[block], product)
+            return _sparse_mm(blocks[block], product)
 
         return self._layers(x, _row_slices([b.shape[0] for b in blocks]), aggregate)
 
@@ -116,7 +116,7 @@ class FusionEncoder(nn.Module):
 
         def aggregate(i: int, block: int, rows: slice, product: torch.Tensor) -> torch.Tensor:
             own = product[rows] * self_weight[rows].unsqueeze(-1)
-            return torch.sparse.mm(to_reference, reference_products[i]) + own
+            return _sparse_mm(to_reference, reference_products[i]) + own
 
         return self._layers(x, [slice(0, x.shape[0])], aggregate)
 
@@ -191,6 +191,16 @@ class FusionEncoder(nn.Module):
             del product
         assert h_in is not None  # the last layer never projects ahead
         return h_in
+
+
+def _sparse_mm(graph: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``graph @ dense`` in the graph's precision, also under mixed-precision autocast.
+
+    torch's sparse products take neither bfloat16 nor a mix of dtypes, and their backward fails under
+    autocast; the aggregation is a small share of a step's arithmetic, so it stays in float32.
+    """
+    with torch.autocast(dense.device.type, enabled=False):
+        return torch.sparse.mm(graph, dense.to(graph.dtype))
 
 
 def _present(t: torch.Tensor | None) -> torch.Tensor:

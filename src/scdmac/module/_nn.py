@@ -80,9 +80,9 @@ class ScaleNorm(nn.Module):
         if self.training and z.shape[0] > 1:
             mean = z.mean(0)
             var = z.var(0, unbiased=False).mean()
-            with torch.no_grad():
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
+            with torch.no_grad():  # running statistics stay float32 under mixed-precision autocast
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
         else:
             mean, var = self.running_mean, self.running_var
         return (z - mean) / torch.sqrt(var + self.eps)
