@@ -26,6 +26,22 @@ def test_target_distribution_is_decs_sharpened_q():
     assert p[0, 0] > q[0, 0] and p[2, 1] > q[2, 1]
 
 
+def test_target_balance_sets_the_pull_towards_equal_cluster_sizes():
+    # nine cells sure of a large cluster, one cell undecided between it and a small one
+    q = torch.tensor([[0.9, 0.1]] * 9 + [[0.5, 0.5]])
+    undecided = q[-1]
+    dec = target_distribution(q, balance=1.0)
+    torch.testing.assert_close(dec, target_distribution(q))
+    assert dec[-1, 1] > undecided[1]  # DEC moves the undecided cell towards the small cluster
+    plain = target_distribution(q, balance=0.0)
+    torch.testing.assert_close(plain, q**2 / (q**2).sum(1, keepdim=True))
+    assert plain[-1, 1] == pytest.approx(0.5)  # without the size prior it stays undecided
+    half = target_distribution(q, balance=0.5)
+    assert plain[-1, 1] < half[-1, 1] < dec[-1, 1]
+    for p in (dec, plain, half):
+        assert_allclose(p.sum(1).numpy(), 1.0, rtol=1e-6)
+
+
 def test_student_t_assignment():
     head = ClusterHead(2, 2, dof=1.0)
     head.reset(torch.tensor([[0.0, 0.0], [3.0, 4.0]]))

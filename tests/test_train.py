@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from scdmac.module import target_distribution
 from scdmac.train import ClusterPlan, Stage
 
 N_LATENT = 16  # the ``trained`` model's embedding width
@@ -86,6 +87,19 @@ def test_label_change_below_tol_stops(module):
     plan = plan_with(module, [start, start.clone()], tol=1e-3)
     plan.on_train_epoch_end()
     assert plan.trainer.should_stop and plan.collapsed_at is None
+
+
+@pytest.mark.parametrize("balance", [1.0, 0.0])
+def test_targets_take_the_plans_size_exponent(module, balance):
+    start = one_hot([0] * 20 + [1] * 6 + [2] * 4)
+    plan = plan_with(module, [start], target_balance=balance)
+    q = module.cluster_head.soft_assignment(start.to(plan.device))
+    torch.testing.assert_close(plan.target, target_distribution(q, balance))
+
+
+def test_bad_target_balance(module):
+    with pytest.raises(ValueError, match="target_balance must be at least 0"):
+        ClusterPlan(module, CLUSTER_STAGE, embed_all=lambda: None, target_balance=-1.0)
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.0])

@@ -44,9 +44,14 @@ def zinb_nll(counts: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Ten
     return -dist.log_prob(counts).sum(-1)
 
 
-def target_distribution(q: torch.Tensor) -> torch.Tensor:
-    """DEC's sharpened target ``p_ik ∝ q_ik² / Σ_i q_ik`` (``q`` over all cells)."""
-    weight = q**2 / q.sum(0).clamp_min(1e-12)
+def target_distribution(q: torch.Tensor, balance: float = 1.0) -> torch.Tensor:
+    """DEC's sharpened target ``p_ik ∝ q_ik² / (Σ_i q_ik)^balance`` (``q`` over all cells).
+
+    ``balance = 1`` is DEC's target: dividing by each cluster's soft size moves cells from large
+    clusters towards small ones. ``balance = 0`` only sharpens each cell's own assignment, with no
+    pull towards clusters of equal size.
+    """
+    weight = q**2 / q.sum(0).clamp_min(1e-12) ** balance
     return weight / weight.sum(1, keepdim=True)
 
 

@@ -143,6 +143,9 @@ class ClusterPlan(StagePlan):
         Fewest cells a cluster must hold to count as kept.
     seed
         Seed of the splits that re-seed clusters.
+    target_balance
+        Exponent of each cluster's soft size in DEC's target (:func:`~scdmac.module.target_distribution`):
+        1 is DEC, whose target moves cells towards smaller clusters; 0 drops that pull.
     **kwargs
         Passed to :class:`StagePlan` (``lr``, ``weight_decay``).
     """
@@ -159,11 +162,14 @@ class ClusterPlan(StagePlan):
         refill: bool = True,
         min_cluster_size: int = 2,
         seed: int = 0,
+        target_balance: float = 1.0,
         **kwargs,
     ):
         super().__init__(module, stage, **kwargs)
         if not 0.0 <= collapse_fraction < 1.0:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
+        if not target_balance >= 0.0:
+            raise ValueError(f"target_balance must be at least 0 (1 is DEC's target), got {target_balance}.")
         if min_cluster_size < 1:
             raise ValueError(f"min_cluster_size must be at least 1, got {min_cluster_size}.")
         self.embed_all = embed_all
@@ -174,6 +180,7 @@ class ClusterPlan(StagePlan):
         self.refill = refill
         self.min_cluster_size = min_cluster_size
         self.seed = seed
+        self.target_balance = target_balance
         # set at the start of the stage, then at every refresh (empty before)
         self.target = torch.empty(0)
         self.labels = torch.empty(0, dtype=torch.long)
@@ -212,7 +219,7 @@ class ClusterPlan(StagePlan):
 
     def _accept(self, q: torch.Tensor) -> float:
         """Make ``q`` the current assignment: new targets and labels; the fraction of labels changed."""
-        self.target = target_distribution(q)
+        self.target = target_distribution(q, self.target_balance)
         labels = q.argmax(1)
         changed = 1.0 if self.labels.numel() == 0 else (labels != self.labels).float().mean().item()
         self.labels = labels
