@@ -159,6 +159,23 @@ def train_in_two_parts(model) -> tuple[np.ndarray, float]:
     return z_head, pre_s + time.perf_counter() - t1
 
 
+def pretrained_network(model) -> dict:
+    """A copy of the module's weights without the cluster centres, which the clustering stage places anew."""
+    return {name: value.clone() for name, value in model.module.state_dict().items() if "centers" not in name}
+
+
+def recluster(model, pretrained: dict, seed: int, **train_kwargs) -> None:
+    """Run the clustering stage again from ``pretrained`` (:func:`pretrained_network`), seeded with ``seed``.
+
+    Runs from the same pretrained network differ only in what ``train_kwargs`` change.
+    """
+    import scvi
+
+    model.module.load_state_dict(pretrained, strict=False)
+    scvi.settings.seed = seed
+    model.train(stages=model.stages[-1].name, enable_progress_bar=False, **train_kwargs)
+
+
 def _run_package_model(name: str):
     def run(adata, k: int, seed: int):
         import scvi

@@ -17,12 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import DEFAULT_DATA, SPLIT
+from accuracy import DEFAULT_DATA, SPLIT, pretrained_network, recluster
 from scdsec_tuning import append_row
 
 HERE = Path(__file__).resolve().parent
@@ -46,19 +45,15 @@ def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[f
             scvi.settings.seed = seed
             model_cls.setup_anndata(adata)
             model = model_cls(adata, n_clusters=k)
-            stages = [stage.name for stage in model.stages]
             t0 = time.perf_counter()
-            model.train(stages=stages[:-1], enable_progress_bar=False)
+            model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False)
             pre_s = time.perf_counter() - t0
             z = model.get_latent_representation()
             pre = agreement(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(z))["ari"]
-            pretrained = copy.deepcopy(model.module.state_dict())
+            pretrained = pretrained_network(model)
             for balance in balances:
-                # the same pretrained network for every exponent (centres are placed anew by the stage)
-                model.module.load_state_dict({n: v for n, v in pretrained.items() if "centers" not in n}, strict=False)
-                scvi.settings.seed = seed
                 t1 = time.perf_counter()
-                model.train(stages=stages[-1], plan_kwargs={"target_balance": balance}, enable_progress_bar=False)
+                recluster(model, pretrained, seed, plan_kwargs={"target_balance": balance})
                 labels = np.asarray(model.predict())
                 scores = agreement(truth, labels)
                 append_row(

@@ -9,7 +9,7 @@ accuracy (method notes, SCDSEC): nothing is chosen on these numbers.
 
 Usage::
 
-    python benchmarks/graph_purity.py --contract > benchmarks/results/graph_purity_2026-12-05.txt
+    python benchmarks/graph_purity.py --contract > benchmarks/results/graph_purity_2026-12-05/purity.md
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ def purity(labels: np.ndarray, coords: np.ndarray, n_neighbors: int = 15) -> flo
 def scan(counts, labels: np.ndarray) -> dict[str, float]:
     from sklearn.preprocessing import normalize
 
-    from scdmac.data import log_normalize
-    from scdmac.data._preprocess import highly_variable_genes, pca
+    from scdmac.data._preprocess import pca, selected_log_expression
 
-    log_counts = log_normalize(counts)
-    detected = np.asarray((counts > 0).sum(0)).ravel() >= max(1, 0.01 * counts.shape[0])
-    log_counts = log_counts[:, detected]
-    X = log_counts[:, highly_variable_genes(log_counts, 1000)].toarray()
+    # SCDSEC's own gene selection: genes in at least 1% of cells, then the 1,000 most variable
+    min_cells = max(1, int(np.ceil(0.01 * counts.shape[0])))
+    X = selected_log_expression(counts, 1000, min_cells)[1].toarray()
     sd = X.std(0)
     scaled = np.clip((X - X.mean(0)) / np.where(sd > 0, sd, 1.0), -10, 10)
     out = {}

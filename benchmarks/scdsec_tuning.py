@@ -26,13 +26,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import DEFAULT_DATA, SPLIT
+from accuracy import DEFAULT_DATA, SPLIT, pretrained_network, recluster
 
 HERE = Path(__file__).resolve().parent
 CONFIGS = {  # (setup_anndata, model, train) arguments
@@ -116,7 +115,6 @@ def run_configs(datasets: list[str], names: list[str], out: Path, seed: int = 0)
 
 def run_init(datasets: list[str], input_scaling: str, out: Path) -> None:
     import anndata as ad
-    import scvi
 
     from scdmac.metrics import agreement
 
@@ -127,13 +125,10 @@ def run_init(datasets: list[str], input_scaling: str, out: Path) -> None:
         t0 = time.perf_counter()
         model.train(stages="pretrain", enable_progress_bar=False)
         pre_s = time.perf_counter() - t0
-        pretrained = copy.deepcopy(model.module.state_dict())
+        pretrained = pretrained_network(model)
         for init in ("kmeans", "leiden"):
-            # the same pretrained network for both starts (centres are placed anew by the stage)
-            model.module.load_state_dict({k_: v for k_, v in pretrained.items() if "centers" not in k_}, strict=False)
-            scvi.settings.seed = 0
             t1 = time.perf_counter()
-            model.train(stages="cluster", cluster_init=init, enable_progress_bar=False)
+            recluster(model, pretrained, 0, cluster_init=init)
             labels = model.predict()
             append_row(
                 out,
