@@ -14,6 +14,7 @@ Usage::
     python benchmarks/scale.py --models SCDMAC SCDSEC --cells 10000 100000
     python benchmarks/scale.py --models SCDMAC --cells 1000000 --scvi --scvi-max-epochs 1
     python benchmarks/scale.py --models SCDSEC --cells 100000 --model-kwargs '{"hidden_widths": [128, 128, 512]}'
+    python benchmarks/scale.py --models SCDSEC --cells 100000 --precision 32-true
 
 Writes ``benchmarks/results/scale.md`` and ``scale.csv`` (``--out`` to change), appending rows to
 an existing CSV so sizes run at different times end up in one table.
@@ -128,8 +129,11 @@ def _stage_timer():
     return StageTimer()
 
 
-def _loss_step_ms(model, stage_name: str, batch_size: int, repeats: int = 20) -> float:
-    """Median time of forward, backward and Adam step of one stage on a batch already on the device."""
+def _loss_step_ms(model, stage_name: str, batch_size: int, precision: str, repeats: int = 20) -> float:
+    """Median time of forward, backward and Adam step of one stage on a batch already on the device.
+
+    ``precision``: the training's (Lightning's name); ``"bf16-mixed"`` runs the loss under bfloat16 autocast.
+    """
     import numpy as np
     import torch
 
@@ -151,7 +155,9 @@ def _loss_step_ms(model, stage_name: str, batch_size: int, repeats: int = 20) ->
                 torch.cuda.synchronize()
             start = time.perf_counter()
             optimizer.zero_grad()
-            plan.stage_loss(batch).loss.backward()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+                loss = plan.stage_loss(batch).loss
+            loss.backward()
             optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -169,6 +175,7 @@ def _one(
     run_scvi: bool,
     scvi_max_epochs: int | None,
     model_kwargs: dict | None = None,
+    precision: str | None = None,
 ) -> dict:
     import copy
 
@@ -177,6 +184,7 @@ def _one(
     from sklearn.metrics import adjusted_rand_score
 
     import scdmac
+    from scdmac.train._precision import default_precision
 
     steps_log = _SetupSteps()
     logging.getLogger("scdmac").addHandler(steps_log)
@@ -196,10 +204,11 @@ def _one(
         torch.cuda.reset_peak_memory_stats()
     with _GpuSampler() as gpu:
         t0 = time.perf_counter()
-        model.train(enable_progress_bar=False, callbacks=[timer])
+        model.train(enable_progress_bar=False, callbacks=[timer], precision=precision or default_precision("auto"))
         t_train = time.perf_counter() - t0
     batch_size = model._default_batch_size
     first = model.stages[0].name
+    precision = precision or default_precision("auto")  # what the training above ran in
     stage_rows = {
         name: {**v, "samples_per_s": round(v["steps"] * batch_size / max(v["s"], 1e-9))}
         for name, v in timer.stages.items()
@@ -210,7 +219,8 @@ def _one(
     row = {
         "model": model_name,
         "n_cells": n_cells,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)",
+        "device": (torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)")
+        + f", {precision}",
         "threads": torch.get_num_threads(),
         "simulate_s": round(t_sim, 1),
         "setup_s": round(t_setup, 1),
@@ -218,7 +228,7 @@ def _one(
         "train_s": round(t_train, 1),
         "stages": json.dumps(stage_rows),
         "end_to_end_s": round(t_setup + t_train, 1),
-        "loss_step_ms": _loss_step_ms(model, first, batch_size),
+        "loss_step_ms": _loss_step_ms(model, first, batch_size, precision),
         "full_step_ms": round(full_step, 2),
         "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
         "gpu_util": gpu.mean,
@@ -261,11 +271,17 @@ def main(argv: list[str] | None = None) -> None:
         help="JSON of model arguments other than the defaults, e.g. '{\"hidden_widths\": [128, 128, 512]}' "
         "(the row's model name says them)",
     )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="Lightning precision of the training, e.g. 32-true (default: the package's; the device column names it)",
+    )
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-        row = _one(args.models[0], args.cells[0], args.genes, args.seed, args.scvi, args.scvi_max_epochs, kwargs)
+        model, n_cells = args.models[0], args.cells[0]
+        row = _one(model, n_cells, args.genes, args.seed, args.scvi, args.scvi_max_epochs, kwargs, args.precision)
         if kwargs:
             row["model"] += " " + ", ".join(f"{k}={v}" for k, v in kwargs.items())
         print(json.dumps(row))
@@ -285,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
                 cmd += ["--scvi-max-epochs", str(args.scvi_max_epochs)]
             if args.model_kwargs:
                 cmd += ["--model-kwargs", args.model_kwargs]
+            if args.precision:
+                cmd += ["--precision", args.precision]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{model} at {n} cells failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)

@@ -183,6 +183,24 @@ def test_batch_key_is_passed_to_setup(counts_file, tmp_path, capsys, monkeypatch
     assert _files(tmp_path) == ["in.h5ad"]
 
 
+def test_precision_is_passed_to_train(counts_file, tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def train(self, **kwargs):  # stop before training (as Ctrl-C would): only the arguments matter here
+        seen.append(kwargs.get("precision", "not passed"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scdmac.model.SCDMAC, "train", train)
+    args = ["cluster", str(counts_file), str(tmp_path / "o.h5ad"), *FAST, "--no-progress"]
+    assert main([*args, "--precision", "32-true"]) == 130
+    assert main(args) == 130
+    capsys.readouterr()
+    assert seen == ["32-true", "not passed"]  # not passed unless asked for: the package's default applies
+    assert main([*args, "--precision", "fp8"]) == 2
+    assert "argument --precision: invalid choice" in capsys.readouterr().err
+    assert _files(tmp_path) == ["in.h5ad"]
+
+
 def _run_python(code: str, cwd: Path) -> dict:
     """Run ``code`` in a fresh interpreter; it prints one JSON object as its last line."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)

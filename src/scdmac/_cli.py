@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, cuda, mps (default: auto)"
     )
     cluster.add_argument(
+        "--precision",
+        choices=("32-true", "bf16-mixed"),
+        default=None,
+        help="Lightning precision of the training (default: bf16-mixed on a CPU with AMX, else 32-true)",
+    )
+    cluster.add_argument(
         "--n-top-genes", type=_positive_int, default=None, help="highly variable genes modelled (default: the model's)"
     )
     cluster.add_argument(
@@ -383,7 +389,12 @@ def cluster(args: argparse.Namespace) -> None:
             where = "X" if layer is None else f"layer {layer!r}"
             _say(progress, f"read {adata.n_obs} cells × {adata.n_vars} genes from {args.input} ({where})")
             setup = {"n_top_genes": args.n_top_genes, "n_neighbors": args.n_neighbors, "batch_key": args.batch_key}
-            train = {"max_epochs": args.max_epochs, "batch_size": args.batch_size, "cluster_init": args.cluster_init}
+            train = {
+                "max_epochs": args.max_epochs,
+                "batch_size": args.batch_size,
+                "cluster_init": args.cluster_init,
+                "precision": args.precision,
+            }
             train = {k: v for k, v in train.items() if v is not None}
             try:
                 scvi.settings.seed = args.seed

@@ -52,6 +52,7 @@ from ..data._validate import (
     get_counts,
 )
 from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan, StageProgressBar
+from ..train._precision import default_precision
 from ._expression import ExpressionMixin
 from ._files import (
     check_same_genes,
@@ -408,7 +409,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             Passed to every data loader (``num_workers``, ``pin_memory``, ``persistent_workers``).
         **trainer_kwargs
             Passed to the Lightning trainer, e.g. ``strategy``, ``enable_progress_bar``,
-            ``check_val_every_n_epoch``.
+            ``check_val_every_n_epoch``, ``precision`` (default: ``"bf16-mixed"`` when training on a
+            CPU with AMX, where it is faster, else ``"32-true"``; pass ``precision="32-true"`` for
+            float32 throughout).
 
         Notes
         -----
@@ -446,6 +449,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         if unknown:
             raise ValueError(f"Unknown plan_kwargs {sorted(unknown)}: the plans take {sorted(cluster_args)}.")
         user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        trainer_kwargs.setdefault("precision", default_precision(accelerator))
         n_obs = self.adata.n_obs
         self._reference_cache = None  # what new cells are placed on changes with the weights
         split = {

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from scvi.distributions import ZeroInflatedNegativeBinomial
 from torch import nn
 
+from ._nn import full_precision
+
 
 class ZINBHead(nn.Module):
     """Three linear heads mapping a decoder's last hidden layer to ZINB mean, dispersion and dropout.
@@ -27,14 +29,15 @@ class ZINBHead(nn.Module):
 
     def forward(self, h: torch.Tensor, size_factor: torch.Tensor) -> dict[str, torch.Tensor]:
         """ZINB parameters; ``scale`` is the mean at the median library size (the denoised expression)."""
-        # clamps keep exp/softplus finite in early training and for outlier cells
-        scale = torch.exp(self.mean(h).clamp(-15.0, 12.0))
-        theta = F.softplus(self.dispersion(h)).clamp(1e-4, 1e4)
+        # the likelihood in float32 also under mixed-precision autocast (lgamma of counts in bfloat16
+        # would round them); clamps keep exp/softplus finite in early training and for outlier cells
+        scale = torch.exp(full_precision(self.mean(h)).clamp(-15.0, 12.0))
+        theta = F.softplus(full_precision(self.dispersion(h))).clamp(1e-4, 1e4)
         return {
             "scale": scale,
             "mu": size_factor.unsqueeze(-1) * scale,
             "theta": theta,
-            "zi_logits": self.dropout(h),
+            "zi_logits": full_precision(self.dropout(h)),
         }
 
 
@@ -116,7 +119,8 @@ class ClusterHead(nn.Module):
             self.radius.fill_(float(z.norm(dim=-1).median()))
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
-        """The space the centres live in: ``z`` itself, or its directions scaled to ``radius``."""
+        """The space the centres live in: ``z`` itself, or its directions scaled to ``radius`` (in float32)."""
+        z = full_precision(z)  # distances to the centres in float32, also under mixed-precision autocast
         if self.metric == "cosine":
             return self.radius * F.normalize(z, dim=-1)
         return z

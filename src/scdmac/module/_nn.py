@@ -1,12 +1,51 @@
-"""Building blocks shared by the networks: MLP stacks from scvi-tools' ``FCLayers``."""
+"""Building blocks shared by the networks: MLP stacks from scvi-tools' ``FCLayers``, input scalings, linear layers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from scvi.nn import FCLayers
 from torch import nn
+
+#: under CPU bfloat16 autocast, linear layers multiply at row counts rounded up to a multiple of this
+ROW_BUCKET = 64
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a half-precision type (as autocast's products are), else unchanged."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+class BucketedLinear(nn.Linear):
+    """``nn.Linear`` whose product, under CPU bfloat16 autocast, runs at a row count rounded up to :data:`ROW_BUCKET`.
+
+    On CPU, bfloat16 matrix products go through oneDNN, which compiles a kernel the first time it
+    meets a shape (several milliseconds, longer than the product itself). SCDSEC's minibatches are
+    whole groups of cells, so their size changes from step to step, and without rounding nearly every
+    step would compile new kernels (training then ran twice as slowly as in float32). The added rows
+    are zeros and are dropped from the output, so they change neither the output nor the gradients.
+    Outside CPU autocast this is ``nn.Linear``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if x.dim() == 2 and n % ROW_BUCKET and x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            return super().forward(F.pad(x, (0, 0, 0, ROW_BUCKET - n % ROW_BUCKET)))[:n]
+        return super().forward(x)
+
+
+def bucket_linear_rows(module: nn.Module) -> nn.Module:
+    """Make every ``nn.Linear`` in ``module`` a :class:`BucketedLinear` (same parameters, in place); returns ``module``.
+
+    Applied once to a whole network, so that it also reaches the linear layers inside scvi-tools'
+    ``FCLayers``. The parameters and their names are unchanged, so saved weights load either way.
+    """
+    for sub in module.modules():
+        if type(sub) is nn.Linear:
+            sub.__class__ = BucketedLinear
+    return module
 
 
 class CovariateSequential(nn.Sequential):
@@ -77,10 +116,11 @@ class ScaleNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(()))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = full_precision(z)  # statistics and output in float32, also under mixed-precision autocast
         if self.training and z.shape[0] > 1:
             mean = z.mean(0)
             var = z.var(0, unbiased=False).mean()
-            with torch.no_grad():  # running statistics stay float32 under mixed-precision autocast
+            with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                 self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
         else:

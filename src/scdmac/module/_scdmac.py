@@ -13,7 +13,7 @@ from ..data._augment import augment_expression, mask_with_shuffled
 from ._heads import ClusterHead, zinb_nll
 from ._inputs import CountInputMixin, covariate_codes
 from ._masked_ae import MaskedAutoencoder, masked_reconstruction_loss
-from ._nn import ScaleNorm
+from ._nn import ScaleNorm, bucket_linear_rows
 from ._staged import StagedLossMixin
 from ._zinb_ae import ZINBAutoencoder
 
@@ -103,6 +103,7 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         if not denoise:
             del self.stage_weights["denoise"]
             del self.stage_weights["cluster"]["zinb"]
+        bucket_linear_rows(self)  # a stage's last minibatch is smaller than the others
 
     @property
     def denoise(self) -> bool:

@@ -15,7 +15,7 @@ from .._constants import BATCH_KEYS
 from ._fusion import FusionEncoder
 from ._heads import ClusterHead, ZINBHead, zinb_nll
 from ._inputs import CountInputMixin, covariate_codes
-from ._nn import ScaleNorm, Standardize, mlp
+from ._nn import ScaleNorm, Standardize, bucket_linear_rows, mlp
 from ._staged import StagedLossMixin
 
 
@@ -106,6 +106,7 @@ cluster_weight, negative_ratio, dof, cluster_metric
         #: each stage's loss terms and their weights, in summation order (a term of weight 0 is not computed)
         reconstruction = {"rec": rec_weight, "zinb": zinb_weight, "graph": graph_weight}
         self.stage_weights = {"pretrain": reconstruction, "cluster": {**reconstruction, "kl": cluster_weight}}
+        bucket_linear_rows(self)  # minibatches vary in size (whole groups of cells)
 
     # ---- forward pieces -------------------------------------------------------------------------
     def expression(self, x: torch.Tensor, sample: torch.Tensor | None = None) -> torch.Tensor:
