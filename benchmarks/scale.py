@@ -202,13 +202,13 @@ def _one(
     timer = _stage_timer()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    precision = precision or default_precision("auto")  # the package's default unless asked for
     with _GpuSampler() as gpu:
         t0 = time.perf_counter()
-        model.train(enable_progress_bar=False, callbacks=[timer], precision=precision or default_precision("auto"))
+        model.train(enable_progress_bar=False, callbacks=[timer], precision=precision)
         t_train = time.perf_counter() - t0
     batch_size = model._default_batch_size
     first = model.stages[0].name
-    precision = precision or default_precision("auto")  # what the training above ran in
     stage_rows = {
         name: {**v, "samples_per_s": round(v["steps"] * batch_size / max(v["s"], 1e-9))}
         for name, v in timer.stages.items()
