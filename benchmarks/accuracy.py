@@ -138,24 +138,32 @@ def _model_input_pcs(adata, model_cls) -> np.ndarray:
     return pca(log_normalize(adata.X)[:, hvg], 50, random_state=0)
 
 
-def train_in_two_parts(model) -> tuple[np.ndarray, float]:
-    """Train every stage as one ``train()`` call does, split to read the pretrained embedding in between.
+def pretrain(model) -> tuple[np.ndarray, np.ndarray, float]:
+    """Train every stage but the clustering one, as a default ``train()`` does before it.
 
-    Returns the pretrained embedding in the clustering head's geometry (directions for the cosine
-    metric) and the training time, the pause between the two parts left out.
+    Returns the pretrained embedding, the same in the clustering head's geometry (directions for the
+    cosine metric) and the training time.
     """
     import torch
 
-    stages = [stage.name for stage in model.stages]
     t0 = time.perf_counter()
-    model.train(stages=stages[:-1], enable_progress_bar=False)
-    pre_s = time.perf_counter() - t0
+    model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False)
+    seconds = time.perf_counter() - t0
     head = model.module.cluster_head
     z = torch.from_numpy(model.get_latent_representation())
     head.fit_radius(z)
-    z_head = head.project(z).numpy()
+    return z.numpy(), head.project(z).numpy(), seconds
+
+
+def train_in_two_parts(model) -> tuple[np.ndarray, float]:
+    """Train every stage as one ``train()`` call does, split to read the pretrained embedding in between.
+
+    Returns the pretrained embedding in the clustering head's geometry (:func:`pretrain`) and the
+    training time, the pause between the two parts left out.
+    """
+    _, z_head, pre_s = pretrain(model)
     t1 = time.perf_counter()
-    model.train(stages=stages[-1], enable_progress_bar=False)
+    model.train(stages=model.stages[-1].name, enable_progress_bar=False)
     return z_head, pre_s + time.perf_counter() - t1
 
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from accuracy import DEFAULT_DATA, SPLIT, pretrained_network, recluster
+from accuracy import DEFAULT_DATA, SPLIT, pretrain, pretrained_network, recluster
 from scdsec_tuning import append_row
 
 HERE = Path(__file__).resolve().parent
@@ -45,10 +45,7 @@ def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[f
             scvi.settings.seed = seed
             model_cls.setup_anndata(adata)
             model = model_cls(adata, n_clusters=k)
-            t0 = time.perf_counter()
-            model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False)
-            pre_s = time.perf_counter() - t0
-            z = model.get_latent_representation()
+            z, _, pre_s = pretrain(model)
             pre = agreement(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(z))["ari"]
             pretrained = pretrained_network(model)
             for balance in balances:

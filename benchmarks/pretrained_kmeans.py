@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accuracy import DEFAULT_DATA, SPLIT, _kmeans_ari
+from accuracy import DEFAULT_DATA, SPLIT, _kmeans_ari, pretrain
 from scdsec_tuning import append_row
 
 HERE = Path(__file__).resolve().parent
@@ -30,7 +30,6 @@ HERE = Path(__file__).resolve().parent
 def run(model_name: str, datasets: list[str], seeds: list[int], out: Path) -> None:
     import anndata as ad
     import scvi
-    import torch
 
     import scdmac
 
@@ -43,11 +42,7 @@ def run(model_name: str, datasets: list[str], seeds: list[int], out: Path) -> No
             scvi.settings.seed = seed
             model_cls.setup_anndata(adata)
             model = model_cls(adata, n_clusters=k)
-            model.train(stages=[stage.name for stage in model.stages][:-1], enable_progress_bar=False)
-            z = model.get_latent_representation()
-            head = model.module.cluster_head
-            head.fit_radius(torch.from_numpy(z))
-            z_head = head.project(torch.from_numpy(z)).numpy()
+            z, z_head, _ = pretrain(model)
             row = {"dataset": ds, "seed": seed, "euclid": _kmeans_ari(z, truth, k, seed)}
             append_row(out, {**row, "head": _kmeans_ari(z_head, truth, k, seed)})
 
