@@ -25,6 +25,9 @@ Usage::
 
     python benchmarks/accuracy.py --methods scdmac pca_kmeans leiden scvi --seeds 0 1 2
     python benchmarks/accuracy.py --summary-only
+    python benchmarks/accuracy.py --methods scdsec --precision 32-true --csv benchmarks/results/x/runs.csv
+    python benchmarks/accuracy.py --methods scdmac --model-kwargs '{"cluster_metric": "euclidean"}' \
+        --csv benchmarks/results/y/runs.csv     # a candidate setting, rows kept apart from the defaults
     python benchmarks/accuracy.py --methods scdmac scvi --datasets pbmc_10x_4k_top2000 --single-seed \
         --csv benchmarks/results/timing_pbmc/runs.csv     # timing: every method on every seed
 """
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -138,16 +142,16 @@ def _model_input_pcs(adata, model_cls) -> np.ndarray:
     return pca(log_normalize(adata.X)[:, hvg], 50, random_state=0)
 
 
-def pretrain(model) -> tuple[np.ndarray, np.ndarray, float]:
+def pretrain(model, **train_kwargs) -> tuple[np.ndarray, np.ndarray, float]:
     """Train every stage but the clustering one, as a default ``train()`` does before it.
 
-    Returns the pretrained embedding, the same in the clustering head's geometry (directions for the
-    cosine metric) and the training time.
+    ``train_kwargs`` go to ``train`` (e.g. ``precision``). Returns the pretrained embedding, the same in
+    the clustering head's geometry (directions for the cosine metric) and the training time.
     """
     import torch
 
     t0 = time.perf_counter()
-    model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False)
+    model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False, **train_kwargs)
     seconds = time.perf_counter() - t0
     head = model.module.cluster_head
     z = torch.from_numpy(model.get_latent_representation())
@@ -155,15 +159,15 @@ def pretrain(model) -> tuple[np.ndarray, np.ndarray, float]:
     return z.numpy(), head.project(z).numpy(), seconds
 
 
-def train_in_two_parts(model) -> tuple[np.ndarray, float]:
+def train_in_two_parts(model, **train_kwargs) -> tuple[np.ndarray, float]:
     """Train every stage as one ``train()`` call does, split to read the pretrained embedding in between.
 
-    Returns the pretrained embedding in the clustering head's geometry (:func:`pretrain`) and the
-    training time, the pause between the two parts left out.
+    ``train_kwargs`` go to both ``train`` calls. Returns the pretrained embedding in the clustering
+    head's geometry (:func:`pretrain`) and the training time, the pause between the two parts left out.
     """
-    _, z_head, pre_s = pretrain(model)
+    _, z_head, pre_s = pretrain(model, **train_kwargs)
     t1 = time.perf_counter()
-    model.train(stages=model.stages[-1].name, enable_progress_bar=False)
+    model.train(stages=model.stages[-1].name, enable_progress_bar=False, **train_kwargs)
     return z_head, pre_s + time.perf_counter() - t1
 
 
@@ -184,7 +188,7 @@ def recluster(model, pretrained: dict, seed: int, **train_kwargs) -> None:
     model.train(stages=model.stages[-1].name, enable_progress_bar=False, **train_kwargs)
 
 
-def _run_package_model(name: str):
+def _run_package_model(name: str, model_kwargs: dict | None = None, **train_kwargs):
     def run(adata, k: int, seed: int):
         import scvi
 
@@ -194,8 +198,8 @@ def _run_package_model(name: str):
         b = adata.copy()
         scvi.settings.seed = seed
         model_cls.setup_anndata(b)
-        model = model_cls(b, n_clusters=k)
-        z_head, train_s = train_in_two_parts(model)
+        model = model_cls(b, n_clusters=k, **(model_kwargs or {}))
+        z_head, train_s = train_in_two_parts(model, **train_kwargs)
         labels = np.asarray(model.predict())
         truth = adata.obs["cell_type"]
         extra = {
@@ -335,7 +339,22 @@ def main(argv: list[str] | None = None) -> None:
         default=sorted(SINGLE_SEED),
         help="methods run with the first seed only (default: scvi; give none to run every seed, e.g. for timing)",
     )
+    parser.add_argument(
+        "--precision",
+        default=None,
+        help="Lightning precision for our models (default: theirs); give a separate --csv, rows do not record it",
+    )
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=None,
+        help='JSON keyword arguments for our models, e.g. \'{"cluster_metric": "euclidean"}\'; give a separate --csv',
+    )
     args = parser.parse_args(argv)
+    methods = dict(METHODS)
+    if args.precision or args.model_kwargs:
+        train_kwargs = {"precision": args.precision} if args.precision else {}
+        methods.update({m: _run_package_model(m.upper(), args.model_kwargs, **train_kwargs) for m in OURS})
     if args.threads:
         import torch
 
@@ -358,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
                         adata = ad.read_h5ad(path)
                     k = adata.obs["cell_type"].nunique()
                     t0 = time.perf_counter()
-                    labels, train_s, *extra = METHODS[method](adata, k, seed)
+                    labels, train_s, *extra = methods[method](adata, k, seed)
                     total_s = time.perf_counter() - t0
                     ari, nmi = _scores(adata.obs["cell_type"], labels)
                     row = dict(

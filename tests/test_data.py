@@ -192,6 +192,24 @@ def test_exact_cosine_neighbours_match_scikit_learns_cosine_search():
     np.testing.assert_allclose(dist, ref_dist[:, 1:], atol=1e-5)
 
 
+def test_tall_sparse_data_take_the_covariance_pca_with_the_same_components(monkeypatch):
+    from scdmac.data import _preprocess
+
+    counts = sp.random(3000, 60, density=0.2, format="csr", random_state=3, dtype=np.float32)
+    counts.data = np.log1p(counts.data * 10)
+    arpack_pcs, arpack = _preprocess.fit_pca(counts, 5, random_state=0)
+    assert arpack.svd_solver == "arpack"
+    monkeypatch.setattr(_preprocess, "COVARIANCE_PCA_MIN_CELLS", 1000)
+    pcs, model = _preprocess.fit_pca(counts, 5, random_state=0)
+    assert model.svd_solver == "covariance_eigh" and pcs.shape == (3000, 5) and pcs.dtype == np.float32
+    # the same subspace: each component agrees with ARPACK's up to its sign
+    np.testing.assert_allclose(np.abs((model.components_ * arpack.components_).sum(1)), 1, atol=1e-3)
+    np.testing.assert_allclose(np.abs(pcs), np.abs(arpack_pcs), atol=1e-3 * np.abs(arpack_pcs).max())
+    # enough cells, but fewer than ten per gene: ARPACK again
+    monkeypatch.setattr(_preprocess, "COVARIANCE_PCA_MIN_CELLS", 100)
+    assert _preprocess.fit_pca(counts[:500], 5, random_state=0)[1].svd_solver == "arpack"
+
+
 @pytest.mark.slow  # pynndescent compiles its numba kernels in every new process (~45 s here)
 def test_approximate_neighbours_find_most_exact_ones():
     rng = np.random.default_rng(2)

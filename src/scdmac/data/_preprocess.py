@@ -16,6 +16,11 @@ CHUNK_CELLS = 20_000
 #: On a matrix backed on disk, genes are selected on a random sample of at most this many cells.
 GENE_SELECTION_CELLS = 100_000
 
+#: From this many cells on, a sparse matrix's principal components come from the genes' covariance
+#: matrix instead of ARPACK; both are exact. On 2,000 genes ARPACK was faster at 100,000 cells (16.5 s
+#: against 24.7 s), the covariance at 300,000 (50 s against 76 s) and 1,000,000 (166 s against 205-268 s).
+COVARIANCE_PCA_MIN_CELLS = 200_000
+
 
 def in_memory(X) -> bool:
     """Whether ``X`` is an in-memory matrix (numpy or scipy), as opposed to one backed on disk."""
@@ -83,7 +88,10 @@ def fit_pca(X, n_comps: int, random_state: int | None):
     n_comps = int(min(n_comps, X.shape[0] - 1, X.shape[1] - 1))
     if sp.issparse(X):
         X = sp.csr_matrix(X)
-        solver = "arpack"
+        # Tall matrices: one pass builds the genes x genes covariance, where ARPACK multiplies by the
+        # whole matrix hundreds of times. Smaller data keep ARPACK, so their results stay as they were.
+        tall = X.shape[0] >= COVARIANCE_PCA_MIN_CELLS and X.shape[0] >= 10 * X.shape[1]
+        solver = "covariance_eigh" if tall else "arpack"
     else:
         solver = "auto"
     model = PCA(n_comps, svd_solver=solver, random_state=random_state)
