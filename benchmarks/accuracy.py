@@ -142,16 +142,26 @@ def _model_input_pcs(adata, model_cls) -> np.ndarray:
     return pca(log_normalize(adata.X)[:, hvg], 50, random_state=0)
 
 
+def _for_stages(train_kwargs: dict, stages: list[str]) -> dict:
+    """``train_kwargs`` with ``stage_steps`` restricted to ``stages`` (``train`` refuses others)."""
+    if "stage_steps" not in train_kwargs:
+        return train_kwargs
+    steps = {name: n for name, n in train_kwargs["stage_steps"].items() if name in stages}
+    return {**train_kwargs, "stage_steps": steps or None}
+
+
 def pretrain(model, **train_kwargs) -> tuple[np.ndarray, np.ndarray, float]:
     """Train every stage but the clustering one, as a default ``train()`` does before it.
 
-    ``train_kwargs`` go to ``train`` (e.g. ``precision``). Returns the pretrained embedding, the same in
+    ``train_kwargs`` go to ``train`` (e.g. ``precision``; ``stage_steps`` of the stages run). Returns the
+    pretrained embedding, the same in
     the clustering head's geometry (directions for the cosine metric) and the training time.
     """
     import torch
 
     t0 = time.perf_counter()
-    model.train(stages=[stage.name for stage in model.stages[:-1]], enable_progress_bar=False, **train_kwargs)
+    stages = [stage.name for stage in model.stages[:-1]]
+    model.train(stages=stages, enable_progress_bar=False, **_for_stages(train_kwargs, stages))
     seconds = time.perf_counter() - t0
     head = model.module.cluster_head
     z = torch.from_numpy(model.get_latent_representation())
@@ -167,7 +177,8 @@ def train_in_two_parts(model, **train_kwargs) -> tuple[np.ndarray, float]:
     """
     _, z_head, pre_s = pretrain(model, **train_kwargs)
     t1 = time.perf_counter()
-    model.train(stages=model.stages[-1].name, enable_progress_bar=False, **train_kwargs)
+    last = model.stages[-1].name
+    model.train(stages=last, enable_progress_bar=False, **_for_stages(train_kwargs, [last]))
     return z_head, pre_s + time.perf_counter() - t1
 
 
@@ -185,7 +196,8 @@ def recluster(model, pretrained: dict, seed: int, **train_kwargs) -> None:
 
     model.module.load_state_dict(pretrained, strict=False)
     scvi.settings.seed = seed
-    model.train(stages=model.stages[-1].name, enable_progress_bar=False, **train_kwargs)
+    last = model.stages[-1].name
+    model.train(stages=last, enable_progress_bar=False, **_for_stages(train_kwargs, [last]))
 
 
 def _run_package_model(name: str, model_kwargs: dict | None = None, **train_kwargs):
@@ -350,10 +362,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help='JSON keyword arguments for our models, e.g. \'{"cluster_metric": "euclidean"}\'; give a separate --csv',
     )
+    parser.add_argument(
+        "--train-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON keyword arguments of train() for our models, e.g. '{\"batch_size\": 1024}'; give a separate --csv",
+    )
     args = parser.parse_args(argv)
     methods = dict(METHODS)
-    if args.precision or args.model_kwargs:
-        train_kwargs = {"precision": args.precision} if args.precision else {}
+    if args.precision or args.model_kwargs or args.train_kwargs:
+        train_kwargs = dict(args.train_kwargs or {})
+        if args.precision:
+            train_kwargs["precision"] = args.precision
         methods.update({m: _run_package_model(m.upper(), args.model_kwargs, **train_kwargs) for m in OURS})
     if args.threads:
         import torch

@@ -15,6 +15,7 @@ Usage::
     python benchmarks/scale.py --models SCDMAC --cells 1000000 --scvi --scvi-max-epochs 1
     python benchmarks/scale.py --models SCDSEC --cells 100000 --model-kwargs '{"hidden_widths": [128, 128, 512]}'
     python benchmarks/scale.py --models SCDSEC --cells 100000 --precision 32-true
+    python benchmarks/scale.py --models SCDMAC --cells 1000000 --counts-on-device off  # GPU: loader reads counts
 
 Writes ``benchmarks/results/scale.md`` and ``scale.csv`` (``--out`` to change), appending rows to
 an existing CSV so sizes run at different times end up in one table.
@@ -176,6 +177,7 @@ def _one(
     scvi_max_epochs: int | None,
     model_kwargs: dict | None = None,
     precision: str | None = None,
+    counts_on_device: str = "auto",
 ) -> dict:
     import copy
 
@@ -205,7 +207,8 @@ def _one(
     precision = precision or default_precision("auto")  # the package's default unless asked for
     with _GpuSampler() as gpu:
         t0 = time.perf_counter()
-        model.train(enable_progress_bar=False, callbacks=[timer], precision=precision)
+        on_device = {"auto": "auto", "on": True, "off": False}[counts_on_device]
+        model.train(enable_progress_bar=False, callbacks=[timer], precision=precision, counts_on_device=on_device)
         t_train = time.perf_counter() - t0
     batch_size = model._default_batch_size
     first = model.stages[0].name
@@ -220,7 +223,8 @@ def _one(
         "model": model_name,
         "n_cells": n_cells,
         "device": (torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)")
-        + f", {precision}",
+        + f", {precision}"
+        + ("" if counts_on_device == "auto" else f", counts on device {counts_on_device}"),
         "threads": torch.get_num_threads(),
         "simulate_s": round(t_sim, 1),
         "setup_s": round(t_setup, 1),
@@ -276,12 +280,28 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="Lightning precision of the training, e.g. 32-true (default: the package's; the device column names it)",
     )
+    parser.add_argument(
+        "--counts-on-device",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="train(counts_on_device=...): auto (default: on a GPU when they fit), on or off (the device column says)",
+    )
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
         model, n_cells = args.models[0], args.cells[0]
-        row = _one(model, n_cells, args.genes, args.seed, args.scvi, args.scvi_max_epochs, kwargs, args.precision)
+        row = _one(
+            model,
+            n_cells,
+            args.genes,
+            args.seed,
+            args.scvi,
+            args.scvi_max_epochs,
+            kwargs,
+            args.precision,
+            args.counts_on_device,
+        )
         if kwargs:
             row["model"] += " " + ", ".join(f"{k}={v}" for k, v in kwargs.items())
         print(json.dumps(row))
@@ -303,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                 cmd += ["--model-kwargs", args.model_kwargs]
             if args.precision:
                 cmd += ["--precision", args.precision]
+            cmd += ["--counts-on-device", args.counts_on_device]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode != 0:
                 print(f"{model} at {n} cells failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import scvi
 import torch
 
 import scdmac
 from scdmac._constants import BATCH_KEYS
-from scdmac.data import CellGraph, PartitionBatchSampler
+from scdmac.data import CellDataModule, CellGraph, DeviceCounts, PartitionBatchSampler
 from scdmac.data import _loaders as loaders
 from scdmac.data._loaders import cell_loader
 from scdmac.model import SCDMAC, SCDSEC
@@ -154,3 +156,73 @@ def test_loaded_centres_take_their_number_from_the_weights():
     empty.load_state_dict(head.state_dict())
     assert empty.n_clusters == 4
     torch.testing.assert_close(empty.centers, head.centers)
+
+
+# ---- counts read on the training device -------------------------------------------------------------
+def test_device_counts_cut_the_same_rows_as_scipy():
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.3, (60, 25)).astype(np.int64)
+    rows = torch.tensor([5, 3, 3, 59, 0, 17])
+    for matrix in (sp.csr_matrix(dense), sp.csc_matrix(dense), dense):
+        counts = DeviceCounts(matrix)
+        cut = counts.rows(rows)
+        assert cut.dtype == torch.float32 and cut.shape == (6, 25)
+        np.testing.assert_array_equal(cut.numpy(), dense[rows.numpy()])
+    assert DeviceCounts(dense).nbytes == 8 * np.count_nonzero(dense) + 8 * 61
+    assert not DeviceCounts(dense).fits("cpu")  # "auto" moves counts to a GPU only
+
+
+def test_device_counts_never_change_the_users_matrix():
+    # duplicate entries are summed in a copy, not in the AnnData's matrix
+    matrix = sp.csr_matrix((np.array([1.0, 2.0, 4.0]), np.array([1, 1, 0]), np.array([0, 2, 3])), shape=(2, 3))
+    before = (matrix.data.copy(), matrix.indices.copy())
+    cut = DeviceCounts(matrix).rows(torch.tensor([0, 1]))
+    np.testing.assert_array_equal(cut.numpy(), [[0, 3, 0], [4, 0, 0]])
+    np.testing.assert_array_equal(matrix.data, before[0])
+    np.testing.assert_array_equal(matrix.indices, before[1])
+
+
+def test_a_loader_leaving_counts_to_the_device_gives_the_same_batches(registered):
+    neighbors = registered._neighbors()
+    counts = registered.adata_manager.get_from_registry("X")
+    batches = []
+    for read_counts in (True, False):
+        torch.manual_seed(0)
+        loader = cell_loader(
+            registered.adata_manager, 40, "neighbor_pairs", shuffle=True, neighbors=neighbors, read_counts=read_counts
+        )
+        batches.append(list(loader))
+    data = CellDataModule(registered.adata_manager, 40, device_counts=DeviceCounts(counts), counts_on_device=True)
+    for read, left in zip(*batches, strict=True):
+        assert set(left) == {BATCH_KEYS.INDEX, BATCH_KEYS.NEIGHBOR_INDEX}
+        cut = data.on_after_batch_transfer(dict(left), 0)
+        assert set(cut) == set(read)
+        for key in read:
+            torch.testing.assert_close(cut[key], read[key])
+
+
+@pytest.mark.parametrize("model_cls", [SCDMAC, SCDSEC])
+def test_training_with_counts_on_the_device_gives_the_same_model(small, model_cls):
+    results = []
+    for on_device in (False, True):
+        adata = small.copy()
+        model_cls.setup_anndata(adata)
+        scvi.settings.seed = 0
+        model = model_cls(adata, n_clusters=3)
+        steps = {s.name: 20 for s in model.stages}
+        model.train(enable_progress_bar=False, counts_on_device=on_device, stage_steps=steps)
+        results.append((model.predict(), model.get_latent_representation()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_counts_on_device_is_checked_before_training(registered, tmp_path):
+    with pytest.raises(ValueError, match="counts_on_device must be"):
+        registered.train(counts_on_device="gpu")
+    path = tmp_path / "counts.h5ad"
+    registered.adata.write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    SCDMAC.setup_anndata(backed)
+    with pytest.raises(ValueError, match="backed on disk"):
+        SCDMAC(backed, n_clusters=3).train(counts_on_device=True)
+    backed.file.close()

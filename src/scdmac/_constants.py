@@ -21,6 +21,8 @@ class _BatchKeys(NamedTuple):
     X: str = "X"  # counts of the batch's cells, all registered genes
     INDEX: str = "index"  # their row numbers (int64), for per-cell training state such as DEC targets
     X_NEIGHBOR: str = "X_neighbor"  # counts of one kNN neighbour per cell (``"neighbor_pairs"`` batches)
+    # row numbers of those neighbours, while the loader leaves reading counts to the device (DeviceCounts)
+    NEIGHBOR_INDEX: str = "neighbor_index"
     ADJ: str = "adj"  # normalised adjacency of the subgraph the cells induce (``"subgraphs"`` batches)
     EDGES: str = "edges"  # (2, E) positions of that subgraph's undirected edges
     BATCH: str = "batch"  # (cells, 1) sample codes, when setup_anndata was given batch_key

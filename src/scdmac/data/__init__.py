@@ -2,6 +2,7 @@
 
 from ._augment import augment_expression, mask_with_shuffled
 from ._datasets import DATA_DIR_VARIABLE, PAUL15_URL, data_dir, fetch, paul15, read
+from ._device import DeviceCounts
 from ._graph import (
     BalancedIndex,
     CellGraph,
@@ -48,6 +49,7 @@ __all__ = [
     "TISSUE_PROPORTIONS",
     "CellDataModule",
     "CellGraph",
+    "DeviceCounts",
     "NeighborBatchSampler",
     "NeighborPairBatches",
     "PartitionBatchSampler",

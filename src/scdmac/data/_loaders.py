@@ -14,6 +14,7 @@ from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import Sampler, default_convert
 
 from .._constants import BATCH_KEYS, REGISTRY_KEYS
+from ._device import DeviceCounts
 from ._graph import CellGraph
 
 
@@ -148,10 +149,9 @@ class CellBatches:
 
     def __call__(self, items: list) -> dict[str, torch.Tensor]:
         data = default_convert(items[0])
-        batch = {
-            BATCH_KEYS.X: data[REGISTRY_KEYS.X_KEY],
-            BATCH_KEYS.INDEX: data[REGISTRY_KEYS.INDICES_KEY].long().view(-1),
-        }
+        batch = {BATCH_KEYS.INDEX: data[REGISTRY_KEYS.INDICES_KEY].long().view(-1)}
+        if REGISTRY_KEYS.X_KEY in data:  # else the counts are read on the training device
+            batch[BATCH_KEYS.X] = data[REGISTRY_KEYS.X_KEY]
         for registry_key, batch_key in _COVARIATES.items():
             if registry_key in data:
                 codes = torch.as_tensor(data[registry_key]).long()
@@ -163,14 +163,16 @@ class NeighborPairBatches(CellBatches):
     """Adds ``X_neighbor``: the counts of one kNN neighbour per cell, drawn at random for each batch.
 
     The neighbour rows are read here, in the batch's cell order, from the registered counts (in
-    memory or backed on disk); the draw takes torch's global generator, as the sampler does.
+    memory or backed on disk); the draw takes torch's global generator, as the sampler does. Without
+    ``counts``, the batch carries the neighbours' row numbers instead (``neighbor_index``), for the
+    counts to be read on the training device (:class:`~scdmac.data.CellDataModule`).
 
     Parameters
     ----------
     neighbors
         ``(n_obs, k)`` neighbour positions.
     counts
-        The registered counts matrix (rows are read by position).
+        The registered counts matrix (rows are read by position), or ``None``.
     samples
         Sample code of every cell, when a sample is registered: the neighbours' codes are added as
         ``batch_neighbor``.
@@ -186,7 +188,10 @@ class NeighborPairBatches(CellBatches):
         cells = batch[BATCH_KEYS.INDEX]
         pick = torch.randint(self.neighbors.shape[1], (len(cells),))
         rows = self.neighbors[cells, pick]
-        batch[BATCH_KEYS.X_NEIGHBOR] = torch.from_numpy(read_rows(self.counts, rows.numpy()))
+        if self.counts is None:
+            batch[BATCH_KEYS.NEIGHBOR_INDEX] = rows
+        else:
+            batch[BATCH_KEYS.X_NEIGHBOR] = torch.from_numpy(read_rows(self.counts, rows.numpy()))
         if self.samples is not None:
             batch[BATCH_KEYS.BATCH_NEIGHBOR] = self.samples[rows].view(-1, 1)
         return batch
@@ -222,6 +227,7 @@ def cell_loader(
     partitions: np.ndarray | None = None,
     graph: CellGraph | None = None,
     cells: np.ndarray | None = None,
+    read_counts: bool = True,
     **loader_kwargs,
 ) -> AnnDataLoader:
     """An :class:`~scvi.dataloaders.AnnDataLoader` over all cells (or ``cells``) giving named minibatches.
@@ -243,6 +249,9 @@ def cell_loader(
         The kNN neighbour positions, cell groups and cell graph the batch kind needs.
     cells
         Positions of the cells to draw minibatches from (default: all).
+    read_counts
+        Read the counts of the batch's cells (``X``, ``X_neighbor``); ``False`` leaves them to be read
+        on the training device from the row numbers (``index``, ``neighbor_index``).
     **loader_kwargs
         Passed to :class:`~scvi.dataloaders.AnnDataLoader` and torch's ``DataLoader``
         (``num_workers``, ``pin_memory``, ``persistent_workers``, ``load_sparse_tensor``).
@@ -268,7 +277,8 @@ def cell_loader(
             if REGISTRY_KEYS.BATCH_KEY in adata_manager.data_registry
             else None
         )
-        collate = NeighborPairBatches(neighbors, adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY), samples)
+        counts = adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY) if read_counts else None
+        collate = NeighborPairBatches(neighbors, counts, samples)
     elif batches == "cells":
         sampler = NeighborBatchSampler(adata_manager.adata.n_obs, batch_size, shuffle=shuffle, cells=cells)
         collate = CellBatches()
@@ -276,10 +286,11 @@ def cell_loader(
         raise ValueError(f"batches must be 'cells', 'neighbor_pairs' or 'subgraphs', not {batches!r}.")
     registered = adata_manager.data_registry
     covariates = [key for key in _COVARIATES if key in registered]
+    fields = [REGISTRY_KEYS.X_KEY] if read_counts else []
     return AnnDataLoader(
         adata_manager,
         sampler=sampler,
-        data_and_attributes=[REGISTRY_KEYS.X_KEY, REGISTRY_KEYS.INDICES_KEY, *covariates],
+        data_and_attributes=[*fields, REGISTRY_KEYS.INDICES_KEY, *covariates],
         collate_fn=collate,
         **loader_kwargs,
     )
@@ -307,6 +318,14 @@ class CellDataModule(LightningDataModule):
         all cells train, none validate).
     shuffle_set_split
         Draw the split at random (``scvi.settings.seed``); else the first cells train.
+    device_counts
+        The counts, to be read on the training device (:class:`~scdmac.data.DeviceCounts`): the
+        loaders then give only row numbers, and :meth:`on_after_batch_transfer` cuts the batch's
+        counts on the device.
+    counts_on_device
+        When to do so: ``"auto"`` when training on a GPU and the counts take at most a quarter of
+        its free memory, ``True`` always (on a CPU too), ``False`` never. When the loader reads the
+        counts for a GPU, it pins them (``pin_memory=True``) unless ``loader_kwargs`` say otherwise.
     **loader_kwargs
         Passed to every loader (see :func:`cell_loader`).
     """
@@ -322,9 +341,17 @@ class CellDataModule(LightningDataModule):
         train_size: float | None = None,
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
+        device_counts: DeviceCounts | None = None,
+        counts_on_device: bool | Literal["auto"] = "auto",
         **loader_kwargs,
     ):
         super().__init__()
+        if counts_on_device not in (True, False, "auto"):
+            raise ValueError(f"counts_on_device must be True, False or 'auto', not {counts_on_device!r}.")
+        if counts_on_device is True and device_counts is None:
+            raise ValueError("counts_on_device=True needs the counts (device_counts).")
+        self.device_counts = device_counts
+        self.counts_on_device = counts_on_device
         self.adata_manager = adata_manager
         self.batch_size = batch_size
         self.batches = batches
@@ -338,7 +365,30 @@ class CellDataModule(LightningDataModule):
         self.n_train = len(self.train_indices)
         self.n_val = len(self.val_indices)
 
+    def reads_on_device(self) -> bool:
+        """Whether batches' counts are cut on the training device (see ``counts_on_device``)."""
+        if self.device_counts is None or self.counts_on_device is False:
+            return False
+        if self.counts_on_device is True:
+            return True
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and self.device_counts.fits(trainer.strategy.root_device)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Cut the batch's counts (``X``; ``X_neighbor`` of pair batches) on its device, when the loader left them."""
+        if self.device_counts is not None and BATCH_KEYS.X not in batch:
+            batch[BATCH_KEYS.X] = self.device_counts.rows(batch[BATCH_KEYS.INDEX])
+            if BATCH_KEYS.NEIGHBOR_INDEX in batch:
+                batch[BATCH_KEYS.X_NEIGHBOR] = self.device_counts.rows(batch.pop(BATCH_KEYS.NEIGHBOR_INDEX))
+        return batch
+
     def _loader(self, cells: np.ndarray, shuffle: bool) -> AnnDataLoader:
+        on_device = self.reads_on_device()
+        loader_kwargs = dict(self.loader_kwargs)
+        trainer = getattr(self, "trainer", None)
+        if not on_device and trainer is not None and trainer.strategy.root_device.type == "cuda":
+            # counts read by the loader go to the GPU from page-locked memory unless the user says otherwise
+            loader_kwargs.setdefault("pin_memory", True)
         return cell_loader(
             self.adata_manager,
             self.batch_size,
@@ -348,7 +398,8 @@ class CellDataModule(LightningDataModule):
             partitions=self.partitions,
             graph=self.graph,
             cells=cells,
-            **self.loader_kwargs,
+            read_counts=not on_device,
+            **loader_kwargs,
         )
 
     def train_dataloader(self) -> AnnDataLoader:

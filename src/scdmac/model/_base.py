@@ -37,6 +37,7 @@ from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
 from .._logging import package_logger, quiet_lightning, quiet_loggers
+from ..data._device import DeviceCounts, in_memory
 from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
 from ..data._loaders import BatchKind, CellDataModule, split_cells
 from ..data._preprocess import library_size, pca, sample_log_shift, selected_log_expression
@@ -335,6 +336,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
         load_sparse_tensor: bool = False,
+        counts_on_device: bool | Literal["auto"] = "auto",
         datasplitter_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
@@ -405,6 +407,12 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             Draw the split at random (``scvi.settings.seed``); else the first cells train.
         load_sparse_tensor
             Minibatches of counts as sparse tensors, densified on the training device (less to move to a GPU).
+        counts_on_device
+            Hold the registered counts on the training device and cut each minibatch there, so the
+            loader moves only row numbers (:class:`~scdmac.data.DeviceCounts`). ``"auto"``: when training
+            on a GPU and the in-memory counts take at most a quarter of its free memory (else the loader
+            reads them, with ``datasplitter_kwargs``' workers and pinned memory); ``True``: always (on a
+            CPU too; the batches are the same); ``False``: never.
         datasplitter_kwargs
             Passed to every data loader (``num_workers``, ``pin_memory``, ``persistent_workers``).
         **trainer_kwargs
@@ -441,6 +449,14 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 f"stage_steps names {sorted(set(steps) - {s.name for s in selected})}, which this run does not "
                 f"train: choose from {[s.name for s in selected]}."
             )
+        if counts_on_device not in (True, False, "auto"):
+            raise ValueError(f"counts_on_device must be True, False or 'auto', not {counts_on_device!r}.")
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        if counts_on_device is True and not in_memory(counts):
+            raise ValueError(
+                "counts_on_device=True needs the counts in memory, and this AnnData is backed on disk: read it "
+                "without backed= (anndata.read_h5ad(path)) or leave counts_on_device='auto'."
+            )
         plan_kwargs = dict(plan_kwargs or {})
         # the clustering plan is a stage plan too: it takes both plans' arguments
         stage_args = _plan_args(StagePlan)
@@ -457,6 +473,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             "validation_size": validation_size,
             "shuffle_set_split": shuffle_set_split,
             "load_sparse_tensor": load_sparse_tensor,
+            # one object for every stage: its copy on the device is made once, on first use
+            "device_counts": DeviceCounts(counts) if counts_on_device is not False and in_memory(counts) else None,
+            "counts_on_device": counts_on_device,
             **(datasplitter_kwargs or {}),
         }
         plan: StagePlan | None = None
