@@ -139,7 +139,8 @@ def _model_input_pcs(adata, model_cls) -> np.ndarray:
     from scdmac.data._preprocess import pca
 
     hvg = adata.var[model_cls.hvg_key()].to_numpy(dtype=bool)
-    return pca(log_normalize(adata.X)[:, hvg], 50, random_state=0)
+    args = model_cls._get_most_recent_anndata_manager(adata, required=True).registry["setup_args"]
+    return pca(log_normalize(adata.X)[:, hvg], args["n_pcs"], 0, args.get("pcs_above_noise", False))
 
 
 def _for_stages(train_kwargs: dict, stages: list[str]) -> dict:
@@ -200,7 +201,7 @@ def recluster(model, pretrained: dict, seed: int, **train_kwargs) -> None:
     model.train(stages=last, enable_progress_bar=False, **_for_stages(train_kwargs, [last]))
 
 
-def _run_package_model(name: str, model_kwargs: dict | None = None, **train_kwargs):
+def _run_package_model(name: str, model_kwargs: dict | None = None, setup_kwargs: dict | None = None, **train_kwargs):
     def run(adata, k: int, seed: int):
         import scvi
 
@@ -209,7 +210,7 @@ def _run_package_model(name: str, model_kwargs: dict | None = None, **train_kwar
         model_cls = getattr(scdmac.model, name)
         b = adata.copy()
         scvi.settings.seed = seed
-        model_cls.setup_anndata(b)
+        model_cls.setup_anndata(b, **(setup_kwargs or {}))
         model = model_cls(b, n_clusters=k, **(model_kwargs or {}))
         z_head, train_s = train_in_two_parts(model, **train_kwargs)
         labels = np.asarray(model.predict())
@@ -368,13 +369,21 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="JSON keyword arguments of train() for our models, e.g. '{\"batch_size\": 1024}'; give a separate --csv",
     )
+    parser.add_argument(
+        "--setup-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON keyword arguments of setup_anndata for our models, e.g. '{\"n_pcs\": 20}'; give a separate --csv",
+    )
     args = parser.parse_args(argv)
     methods = dict(METHODS)
-    if args.precision or args.model_kwargs or args.train_kwargs:
+    if args.precision or args.model_kwargs or args.train_kwargs or args.setup_kwargs:
         train_kwargs = dict(args.train_kwargs or {})
         if args.precision:
             train_kwargs["precision"] = args.precision
-        methods.update({m: _run_package_model(m.upper(), args.model_kwargs, **train_kwargs) for m in OURS})
+        methods.update(
+            {m: _run_package_model(m.upper(), args.model_kwargs, args.setup_kwargs, **train_kwargs) for m in OURS}
+        )
     if args.threads:
         import torch
 

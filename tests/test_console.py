@@ -24,8 +24,10 @@ for cls in (scdmac.model.SCDMAC, scdmac.model.SCDSEC):
 """
 
 #: what the package prints: its stage lines (start, why it stopped), its progress bars (named by
-#: stage), the estimated number of clusters, and warnings it raises itself
-PACKAGE_LINE = re.compile(r"stage|Stage|Estimated \d+ clusters|kept \d+ of the|scdmac|^\s*$")
+#: stage), the estimated number of clusters, how many components the graph kept, and its own warnings
+PACKAGE_LINE = re.compile(
+    r"stage|Stage|Estimated \d+ clusters|graph on \d+ principal components|kept \d+ of the|scdmac|^\s*$"
+)
 
 
 @pytest.mark.parametrize("k", ["3", "None"], ids=["given_k", "estimated_k"])

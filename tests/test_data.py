@@ -210,6 +210,40 @@ def test_tall_sparse_data_take_the_covariance_pca_with_the_same_components(monke
     assert _preprocess.fit_pca(counts[:500], 5, random_state=0)[1].svd_solver == "arpack"
 
 
+def _five_directions_in_noise(n_cells: int, n_genes: int) -> np.ndarray:
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(n_cells, 5)) * np.array([12.0, 10.0, 9.0, 8.0, 7.0])
+    directions = np.linalg.qr(rng.normal(size=(n_genes, 5)))[0].T
+    return scores @ directions + rng.normal(size=(n_cells, n_genes))
+
+
+@pytest.mark.parametrize("shape", [(600, 80), (60, 200)], ids=["tall", "wide"])
+def test_signal_components_count_the_directions_above_the_noise(shape):
+    from scdmac.data import signal_components
+
+    X = _five_directions_in_noise(*shape)
+    assert signal_components(X) == 5
+    assert signal_components(sp.csr_matrix(X)) == 5
+    assert signal_components(np.random.default_rng(5).normal(size=shape)) == 0
+
+
+def test_signal_components_read_a_sample_of_large_data(monkeypatch):
+    from scdmac.data import _preprocess
+
+    X = sp.csr_matrix(_five_directions_in_noise(3000, 80))
+    monkeypatch.setattr(_preprocess, "SIGNAL_SAMPLE_CELLS", 500)
+    assert _preprocess.signal_components(X, random_state=0) == 5
+
+
+def test_pca_above_noise_keeps_at_least_ten_and_at_most_asked_components():
+    from scdmac.data._preprocess import MIN_SIGNAL_COMPONENTS, pca
+
+    X = _five_directions_in_noise(600, 80)
+    assert pca(X, 50, 0).shape == (600, 50)
+    assert pca(X, 50, 0, above_noise=True).shape == (600, MIN_SIGNAL_COMPONENTS)
+    assert pca(X, 8, 0, above_noise=True).shape == (600, 8)
+
+
 @pytest.mark.slow  # pynndescent compiles its numba kernels in every new process (~45 s here)
 def test_approximate_neighbours_find_most_exact_ones():
     rng = np.random.default_rng(2)

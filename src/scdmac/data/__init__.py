@@ -33,6 +33,7 @@ from ._preprocess import (
     row_chunks,
     sample_log_shift,
     selected_log_expression,
+    signal_components,
 )
 from ._simulate import TISSUE_PROPORTIONS, simulate
 from ._validate import check_counts
@@ -74,5 +75,6 @@ __all__ = [
     "sample_log_shift",
     "search",
     "selected_log_expression",
+    "signal_components",
     "simulate",
 ]

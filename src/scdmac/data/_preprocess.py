@@ -21,6 +21,13 @@ GENE_SELECTION_CELLS = 100_000
 #: against 24.7 s), the covariance at 300,000 (50 s against 76 s) and 1,000,000 (166 s against 205-268 s).
 COVARIANCE_PCA_MIN_CELLS = 200_000
 
+#: The noise threshold on principal components is computed on at most this many cells (a random sample).
+SIGNAL_SAMPLE_CELLS = 20_000
+
+#: Fewest components kept when the components above the noise are counted: neighbours found on fewer
+#: coordinates would be ranked along a line or two.
+MIN_SIGNAL_COMPONENTS = 10
+
 
 def in_memory(X) -> bool:
     """Whether ``X`` is an in-memory matrix (numpy or scipy), as opposed to one backed on disk."""
@@ -76,15 +83,50 @@ def highly_variable_genes(log_counts, n_top_genes: int, gene_min_cells: int = 1)
     return mask
 
 
-def pca(X, n_comps: int, random_state: int | None) -> np.ndarray:
-    """Principal components of ``X`` (dense or sparse, centred implicitly) as float32."""
-    return fit_pca(X, n_comps, random_state)[0]
+def signal_components(X, random_state: int | None = 0) -> int:
+    """How many principal components of ``X`` stand above its noise.
+
+    Gavish and Donoho's optimal hard threshold for singular values when the noise level is unknown
+    (IEEE Trans. Inf. Theory 60, 2014): a component counts when its singular value exceeds
+    ``ω(β) · median`` of all singular values of the centred matrix, ``β`` being the ratio of its short
+    to its long side. The spectrum comes from the smaller of the genes × genes covariance and the
+    cells × cells Gram matrix, on at most :data:`SIGNAL_SAMPLE_CELLS` randomly drawn cells (more
+    cells only raise the count, so a sample errs towards fewer components). No labels are used.
+    """
+    n = X.shape[0]
+    if n > SIGNAL_SAMPLE_CELLS:
+        rows = np.sort(np.random.default_rng(random_state).choice(n, SIGNAL_SAMPLE_CELLS, replace=False))
+        X = X[rows]
+        n = SIGNAL_SAMPLE_CELLS
+    p = X.shape[1]
+    X = sp.csr_matrix(X, dtype=np.float64)
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    if p <= n:
+        gram = (X.T @ X).toarray() - n * np.outer(mean, mean)
+    else:
+        dense = X.toarray() - mean
+        gram = dense @ dense.T
+    singular = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))
+    beta = min(n, p) / max(n, p)
+    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
+    return int((singular > omega * np.median(singular)).sum())
 
 
-def fit_pca(X, n_comps: int, random_state: int | None):
-    """Principal components of ``X`` as float32, and the fitted scikit-learn PCA (to project new rows)."""
+def pca(X, n_comps: int, random_state: int | None, above_noise: bool = False) -> np.ndarray:
+    """Principal components of ``X`` (dense or sparse, centred implicitly) as float32 (see :func:`fit_pca`)."""
+    return fit_pca(X, n_comps, random_state, above_noise)[0]
+
+
+def fit_pca(X, n_comps: int, random_state: int | None, above_noise: bool = False):
+    """Principal components of ``X`` as float32, and the fitted scikit-learn PCA (to project new rows).
+
+    With ``above_noise``, at most ``n_comps``: only those above the noise (:func:`signal_components`),
+    but at least :data:`MIN_SIGNAL_COMPONENTS`.
+    """
     from sklearn.decomposition import PCA
 
+    if above_noise:
+        n_comps = min(n_comps, max(MIN_SIGNAL_COMPONENTS, signal_components(X, random_state)))
     n_comps = int(min(n_comps, X.shape[0] - 1, X.shape[1] - 1))
     if sp.issparse(X):
         X = sp.csr_matrix(X)

@@ -168,6 +168,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         knn_method: KnnMethod = "auto",
         batch_key: str | None = None,
         categorical_covariate_keys: Sequence[str] | None = None,
+        pcs_above_noise: bool = False,
         **kwargs,
     ) -> None:
         """Validate counts, select genes, build the kNN graph and register the fields.
@@ -199,7 +200,13 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             hvg, log_selected = selected_log_expression(counts, n_top_genes, min_cells, random_state=seed)
             check_modelled_genes(log_selected, int(hvg.sum()))
         with _timed("PCA"):
-            pcs = pca(log_selected, n_pcs, random_state=seed)
+            pcs = pca(log_selected, n_pcs, random_state=seed, above_noise=pcs_above_noise)
+        if pcs.shape[1] < n_pcs:
+            logger.info(
+                "%s graph on %d principal components: the others fall below the noise threshold.",
+                cls.__name__,
+                pcs.shape[1],
+            )
         del log_selected
         with _timed("kNN search"):
             metric = metric or cls._graph_metric

@@ -63,7 +63,13 @@ class _Reference:
         args = model.adata_manager.registry["setup_args"]
         counts = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         genes = model.module.gene_indices.cpu().numpy()
-        components, pca = fit_pca(log_expression(counts, genes), args["n_pcs"], random_state=_seed())
+        # models saved before pcs_above_noise existed built their graph on all n_pcs components
+        components, pca = fit_pca(
+            log_expression(counts, genes),
+            args["n_pcs"],
+            random_state=_seed(),
+            above_noise=args.get("pcs_above_noise", False),
+        )
         samples = None
         if REGISTRY_KEYS.BATCH_KEY in model.adata_manager.data_registry:
             samples = np.asarray(model.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()

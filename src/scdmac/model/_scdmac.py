@@ -151,6 +151,7 @@ class SCDMAC(DeepClusteringModel):
         n_neighbors: int = 15,
         n_pcs: int = 50,
         knn_method: KnnMethod = "auto",
+        pcs_above_noise: bool = False,
         **kwargs,
     ) -> None:
         """Register raw counts, select genes and build the cosine kNN graph the denoiser's swaps use.
@@ -180,6 +181,10 @@ class SCDMAC(DeepClusteringModel):
         knn_method
             Neighbour search: ``"exact"``, ``"approximate"`` (pynndescent) or ``"auto"`` (exact up to
             100,000 cells); see :func:`~scdmac.data.knn`.
+        pcs_above_noise
+            Build the graph only on the components above the noise (at most ``n_pcs``, at least 10;
+            see :func:`~scdmac.data.signal_components`). Off by default for SCDMAC: on camp it changed
+            little (method notes); SCDSEC's default is on.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -191,6 +196,7 @@ class SCDMAC(DeepClusteringModel):
             0.0,
             setup_method_args,
             knn_method=knn_method,
+            pcs_above_noise=pcs_above_noise,
             batch_key=batch_key,
             categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,

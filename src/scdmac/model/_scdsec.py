@@ -135,6 +135,7 @@ class SCDSEC(DeepClusteringModel):
         n_top_genes: int = 1000,
         n_neighbors: int = 15,
         n_pcs: int = 50,
+        pcs_above_noise: bool = True,
         gene_min_fraction: float = 0.01,
         partition_size: int = 128,
         metric: Literal["euclidean", "cosine"] = "euclidean",
@@ -146,7 +147,8 @@ class SCDSEC(DeepClusteringModel):
         Counts are checked (finite, non-negative integers, no empty cell), log-normalised on a copy,
         genes detected in fewer than ``gene_min_fraction`` of the cells dropped, the ``n_top_genes``
         most variable of the rest selected (Scanpy's ``seurat`` flavour), and each cell's
-        ``n_neighbors`` nearest cells found by Euclidean distance on ``n_pcs`` principal components.
+        ``n_neighbors`` nearest cells found by Euclidean distance on (at most) ``n_pcs`` principal
+        components.
         Cells are grouped by k-means on the same components into groups of about
         ``partition_size`` (minibatches are made of whole groups).
 
@@ -166,7 +168,11 @@ class SCDSEC(DeepClusteringModel):
         n_neighbors
             Neighbours per cell in the kNN graph.
         n_pcs
-            Principal components the graph is built on.
+            Principal components the graph is built on (at most, with ``pcs_above_noise``).
+        pcs_above_noise
+            Keep only the components above the noise, by Gavish and Donoho's threshold on the
+            singular values (at least 10; see :func:`~scdmac.data.signal_components`). Small or
+            noisy data then get a graph on fewer coordinates; most real datasets keep all ``n_pcs``.
         gene_min_fraction
             Genes detected in fewer than this fraction of cells are not used (paper: 0.01).
         partition_size
@@ -189,6 +195,7 @@ class SCDSEC(DeepClusteringModel):
             partition_size=partition_size,
             metric=metric,
             knn_method=knn_method,
+            pcs_above_noise=pcs_above_noise,
             batch_key=batch_key,
             categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,
