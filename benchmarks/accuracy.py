@@ -357,24 +357,19 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="Lightning precision for our models (default: theirs); give a separate --csv, rows do not record it",
     )
-    parser.add_argument(
-        "--model-kwargs",
-        type=json.loads,
-        default=None,
-        help='JSON keyword arguments for our models, e.g. \'{"cluster_metric": "euclidean"}\'; give a separate --csv',
-    )
-    parser.add_argument(
-        "--train-kwargs",
-        type=json.loads,
-        default=None,
-        help="JSON keyword arguments of train() for our models, e.g. '{\"batch_size\": 1024}'; give a separate --csv",
-    )
-    parser.add_argument(
-        "--setup-kwargs",
-        type=json.loads,
-        default=None,
-        help="JSON keyword arguments of setup_anndata for our models, e.g. '{\"n_pcs\": 20}'; give a separate --csv",
-    )
+    # keyword arguments for our models, as JSON; rows do not record them, so give each its own --csv
+    for option, example in (
+        ("model-kwargs", '{"cluster_metric": "euclidean"}'),
+        ("train-kwargs", '{"batch_size": 1024}'),
+        ("setup-kwargs", '{"n_pcs": 20}'),
+    ):
+        target = {"model": "the model", "train": "train()", "setup": "setup_anndata"}[option.split("-")[0]]
+        parser.add_argument(
+            f"--{option}",
+            type=json.loads,
+            default=None,
+            help=f"JSON keyword arguments of {target} for our models, e.g. '{example}'; give a separate --csv",
+        )
     args = parser.parse_args(argv)
     methods = dict(METHODS)
     if args.precision or args.model_kwargs or args.train_kwargs or args.setup_kwargs:

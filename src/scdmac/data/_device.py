@@ -6,13 +6,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._preprocess import in_memory
+
 #: share of a GPU's free memory the counts may take for ``counts_on_device="auto"`` to move them there
 DEVICE_MEMORY_SHARE = 0.25
-
-
-def in_memory(matrix) -> bool:
-    """Whether a registered counts matrix is held in memory (not backed on disk)."""
-    return sp.issparse(matrix) or isinstance(matrix, np.ndarray)
 
 
 class DeviceCounts:

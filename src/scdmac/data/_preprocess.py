@@ -92,6 +92,18 @@ def signal_components(X, random_state: int | None = 0) -> int:
     to its long side. The spectrum comes from the smaller of the genes × genes covariance and the
     cells × cells Gram matrix, on at most :data:`SIGNAL_SAMPLE_CELLS` randomly drawn cells (more
     cells only raise the count, so a sample errs towards fewer components). No labels are used.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix (dense or sparse), e.g. log-normalised expression of the selected genes.
+    random_state
+        Seed of the cell sample drawn from large matrices.
+
+    Returns
+    -------
+    int
+        The number of singular values above the threshold.
     """
     n = X.shape[0]
     if n > SIGNAL_SAMPLE_CELLS:

@@ -37,10 +37,10 @@ from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
 from .._logging import package_logger, quiet_lightning, quiet_loggers
-from ..data._device import DeviceCounts, in_memory
+from ..data._device import DeviceCounts
 from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
 from ..data._loaders import BatchKind, CellDataModule, split_cells
-from ..data._preprocess import library_size, pca, sample_log_shift, selected_log_expression
+from ..data._preprocess import in_memory, library_size, pca, sample_log_shift, selected_log_expression
 from ..data._validate import (
     check_counts,
     check_covariates,
@@ -201,7 +201,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             check_modelled_genes(log_selected, int(hvg.sum()))
         with _timed("PCA"):
             pcs = pca(log_selected, n_pcs, random_state=seed, above_noise=pcs_above_noise)
-        if pcs.shape[1] < n_pcs:
+        if pcs_above_noise and pcs.shape[1] < min(n_pcs, log_selected.shape[0] - 1, log_selected.shape[1] - 1):
             logger.info(
                 "%s graph on %d principal components: the others fall below the noise threshold.",
                 cls.__name__,
