@@ -111,13 +111,14 @@ def signal_components(X, random_state: int | None = 0) -> int:
         X = X[rows]
         n = SIGNAL_SAMPLE_CELLS
     p = X.shape[1]
-    X = sp.csr_matrix(X, dtype=np.float64)
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    if p <= n:
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    if sp.issparse(X) and p <= n:
+        # the genes x genes product stays sparse until it is small
+        X = sp.csr_matrix(X, dtype=np.float64)
         gram = (X.T @ X).toarray() - n * np.outer(mean, mean)
     else:
-        dense = X.toarray() - mean
-        gram = dense @ dense.T
+        centred = (X.toarray() if sp.issparse(X) else np.asarray(X)).astype(np.float64) - mean
+        gram = centred.T @ centred if p <= n else centred @ centred.T
     singular = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))
     beta = min(n, p) / max(n, p)
     omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
