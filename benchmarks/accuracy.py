@@ -155,8 +155,8 @@ def pretrain(model, **train_kwargs) -> tuple[np.ndarray, np.ndarray, float]:
     """Train every stage but the clustering one, as a default ``train()`` does before it.
 
     ``train_kwargs`` go to ``train`` (e.g. ``precision``; ``stage_steps`` of the stages run). Returns the
-    pretrained embedding, the same in
-    the clustering head's geometry (directions for the cosine metric) and the training time.
+    pretrained embedding, the same in the clustering head's geometry (directions for the cosine metric)
+    and the training time.
     """
     import torch
 

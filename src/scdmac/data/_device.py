@@ -12,6 +12,12 @@ from ._preprocess import in_memory
 DEVICE_MEMORY_SHARE = 0.25
 
 
+def check_counts_on_device(value) -> None:
+    """Refuse a ``counts_on_device`` setting other than ``True``, ``False`` or ``"auto"``."""
+    if value not in (True, False, "auto"):
+        raise ValueError(f"counts_on_device must be True, False or 'auto', not {value!r}.")
+
+
 class DeviceCounts:
     """A cells × genes count matrix as compressed sparse rows on one device, read there row by row.
 
@@ -30,7 +36,7 @@ class DeviceCounts:
         if not in_memory(matrix):
             raise ValueError(
                 "Counts can be held on the training device only when they are in memory; this AnnData is "
-                "backed on disk. Read it without backed= or train with counts_on_device=False."
+                "backed on disk. Read it without backed= (anndata.read_h5ad(path)) or leave counts_on_device='auto'."
             )
         self.matrix = matrix
         self.shape = tuple(matrix.shape)

@@ -14,7 +14,7 @@ from scvi.dataloaders import AnnDataLoader
 from torch.utils.data import Sampler, default_convert
 
 from .._constants import BATCH_KEYS, REGISTRY_KEYS
-from ._device import DeviceCounts
+from ._device import DeviceCounts, check_counts_on_device
 from ._graph import CellGraph
 
 
@@ -346,8 +346,7 @@ class CellDataModule(LightningDataModule):
         **loader_kwargs,
     ):
         super().__init__()
-        if counts_on_device not in (True, False, "auto"):
-            raise ValueError(f"counts_on_device must be True, False or 'auto', not {counts_on_device!r}.")
+        check_counts_on_device(counts_on_device)
         if counts_on_device is True and device_counts is None:
             raise ValueError("counts_on_device=True needs the counts (device_counts).")
         self.device_counts = device_counts

@@ -37,7 +37,7 @@ from scvi.train import TrainRunner
 
 from .._constants import REGISTRY_KEYS
 from .._logging import package_logger, quiet_lightning, quiet_loggers
-from ..data._device import DeviceCounts
+from ..data._device import DeviceCounts, check_counts_on_device
 from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
 from ..data._loaders import BatchKind, CellDataModule, split_cells
 from ..data._preprocess import in_memory, library_size, pca, sample_log_shift, selected_log_expression
@@ -456,14 +456,12 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 f"stage_steps names {sorted(set(steps) - {s.name for s in selected})}, which this run does not "
                 f"train: choose from {[s.name for s in selected]}."
             )
-        if counts_on_device not in (True, False, "auto"):
-            raise ValueError(f"counts_on_device must be True, False or 'auto', not {counts_on_device!r}.")
+        check_counts_on_device(counts_on_device)
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        if counts_on_device is True and not in_memory(counts):
-            raise ValueError(
-                "counts_on_device=True needs the counts in memory, and this AnnData is backed on disk: read it "
-                "without backed= (anndata.read_h5ad(path)) or leave counts_on_device='auto'."
-            )
+        # one object for every stage: its copy on the device is made once, on first use; it refuses
+        # counts backed on disk, which "auto" leaves to the loader
+        wants_device = counts_on_device is True or (counts_on_device == "auto" and in_memory(counts))
+        device_counts = DeviceCounts(counts) if wants_device else None
         plan_kwargs = dict(plan_kwargs or {})
         # the clustering plan is a stage plan too: it takes both plans' arguments
         stage_args = _plan_args(StagePlan)
@@ -480,8 +478,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             "validation_size": validation_size,
             "shuffle_set_split": shuffle_set_split,
             "load_sparse_tensor": load_sparse_tensor,
-            # one object for every stage: its copy on the device is made once, on first use
-            "device_counts": DeviceCounts(counts) if counts_on_device is not False and in_memory(counts) else None,
+            "device_counts": device_counts,
             "counts_on_device": counts_on_device,
             **(datasplitter_kwargs or {}),
         }
