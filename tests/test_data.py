@@ -200,14 +200,36 @@ def test_tall_sparse_data_take_the_covariance_pca_with_the_same_components(monke
     arpack_pcs, arpack = _preprocess.fit_pca(counts, 5, random_state=0)
     assert arpack.svd_solver == "arpack"
     monkeypatch.setattr(_preprocess, "COVARIANCE_PCA_MIN_CELLS", 1000)
+    monkeypatch.setattr(_preprocess, "GRAM_BLOCK_VALUES", 60 * 700)  # several blocks, the last one short
     pcs, model = _preprocess.fit_pca(counts, 5, random_state=0)
-    assert model.svd_solver == "covariance_eigh" and pcs.shape == (3000, 5) and pcs.dtype == np.float32
-    # the same subspace: each component agrees with ARPACK's up to its sign
+    assert isinstance(model, _preprocess.CovariancePCA) and pcs.shape == (3000, 5) and pcs.dtype == np.float32
+    # the same subspace: each component agrees with ARPACK's up to its sign, variances too
     np.testing.assert_allclose(np.abs((model.components_ * arpack.components_).sum(1)), 1, atol=1e-3)
     np.testing.assert_allclose(np.abs(pcs), np.abs(arpack_pcs), atol=1e-3 * np.abs(arpack_pcs).max())
+    np.testing.assert_allclose(model.explained_variance_, arpack.explained_variance_, rtol=1e-4)
+    # new rows are projected as scikit-learn would, on the same (sign-fixed) components
+    new = counts[:7].toarray()
+    expected = (new - np.asarray(counts.mean(axis=0))) @ model.components_.T
+    np.testing.assert_allclose(model.transform(new), expected, atol=1e-4)
+    np.testing.assert_allclose(model.transform(counts[:7]), expected, atol=1e-4)
+    # scikit-learn's sign convention: each component's largest loading is positive
+    assert (model.components_[np.arange(5), np.abs(model.components_).argmax(1)] > 0).all()
     # enough cells, but fewer than ten per gene: ARPACK again
     monkeypatch.setattr(_preprocess, "COVARIANCE_PCA_MIN_CELLS", 100)
     assert _preprocess.fit_pca(counts[:500], 5, random_state=0)[1].svd_solver == "arpack"
+
+
+def test_centred_gram_matches_the_dense_covariance_for_sparse_and_dense_input(monkeypatch):
+    from scdmac.data import _preprocess
+
+    X = sp.random(500, 30, density=0.3, format="csr", random_state=5, dtype=np.float32)
+    monkeypatch.setattr(_preprocess, "GRAM_BLOCK_VALUES", 30 * 64)
+    dense = X.toarray().astype(np.float64)
+    expected = (dense - dense.mean(0)).T @ (dense - dense.mean(0))
+    for matrix in (X, dense):
+        mean, gram = _preprocess.centred_gram(matrix, dtype=np.float64)
+        np.testing.assert_allclose(mean, dense.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(gram, expected, rtol=1e-9, atol=1e-9)
 
 
 def _five_directions_in_noise(n_cells: int, n_genes: int) -> np.ndarray:
@@ -285,3 +307,51 @@ def test_the_step_budget_holds_on_large_data():
     # large data: the smallest number of epochs, each a random subset of the batches
     assert stage.default_schedule(1_000_000, 256) == (5, 80)
     assert stage.default_epochs(1_000_000, 256) == 5
+
+
+def test_genes_of_large_data_are_chosen_on_a_sample_alike_in_memory_and_on_disk(monkeypatch, tmp_path):
+    import anndata as ad
+
+    from scdmac.data import _preprocess
+
+    adata = scdmac.data.simulate(n_cells=600, n_genes=80, n_clusters=3, seed=2)
+    counts = sp.csr_matrix(adata.layers["counts"])
+    monkeypatch.setattr(_preprocess, "GENE_SELECTION_CELLS", 200)
+    hvg, selected = _preprocess.selected_log_expression(counts, 30, gene_min_cells=3)
+    assert hvg.sum() == 30 and selected.shape == (600, 30)
+    # all cells' expression over the sample's genes, computed as for the whole matrix
+    np.testing.assert_allclose(selected.toarray(), _preprocess.log_normalize(counts)[:, hvg].toarray(), rtol=1e-6)
+    path = tmp_path / "counts.h5ad"
+    ad.AnnData(counts).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    backed_hvg, backed_selected = _preprocess.selected_log_expression(backed.X, 30, gene_min_cells=3)
+    np.testing.assert_array_equal(backed_hvg, hvg)
+    np.testing.assert_allclose(backed_selected.toarray(), selected.toarray(), rtol=1e-6)
+    backed.file.close()
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_the_torch_search_finds_scikit_learns_exact_neighbours(metric, monkeypatch):
+    from scdmac.data import _graph
+
+    X = np.random.default_rng(7).normal(size=(700, 9)).astype(np.float32)
+    monkeypatch.setattr(_graph, "GPU_KNN_BLOCK_VALUES", 700 * 64)  # eleven blocks of query rows
+    ref_idx, ref_dist = knn(X, 8, metric=metric, method="exact", device=None)
+    idx, dist = knn(X, 8, metric=metric, method="exact", device="cpu")  # the GPU path's code, run on the CPU
+    assert idx.dtype == np.int64 and dist.dtype == np.float32 and idx.shape == (700, 8)
+    assert all(set(a) == set(b) for a, b in zip(idx, ref_idx, strict=True))
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-4)
+    # queries of other rows, and "auto" on a device searches exactly far beyond the CPU's exact limit
+    monkeypatch.setattr(_graph, "EXACT_KNN_MAX_CELLS", 100)
+    index = _graph.NeighborIndex(X, metric, "auto", n_neighbors=5, device="cpu")
+    assert index.exact
+    np.testing.assert_array_equal(index.query(X[:20], 5)[0][:, 0], np.arange(20))
+
+
+def test_the_search_stays_on_scikit_learn_without_a_gpu(monkeypatch):
+    from scdmac.data import _graph
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    X = np.random.default_rng(8).normal(size=(50, 4)).astype(np.float32)
+    assert _graph.NeighborIndex(X, device="auto").device is None
+    assert _graph.NeighborIndex(X, device=None).device is None

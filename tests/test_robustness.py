@@ -65,6 +65,21 @@ def test_identical_cells_are_refused(small, model_cls):
         model_cls.setup_anndata(same)
 
 
+def test_the_variation_check_reads_sparse_matrices_with_repeated_entries_as_their_sums():
+    from scdmac.data._validate import check_modelled_genes
+
+    # two cells whose gene 0 is 2.0 each: once stored as 1.0 + 1.0 (not canonical), once as 2.0
+    repeated = sp.csr_matrix(
+        (np.array([1.0, 1.0, 2.0, 1.0]), np.array([0, 0, 0, 1]), np.array([0, 2, 4])), shape=(2, 2)
+    )
+    assert not repeated.has_canonical_format
+    check_modelled_genes(repeated, 2)  # gene 1 varies: accepted
+    same = sp.csr_matrix((np.array([1.0, 1.0, 2.0]), np.array([0, 0, 0]), np.array([0, 2, 3])), shape=(2, 2))
+    with pytest.raises(ValueError, match="same normalised expression"):
+        check_modelled_genes(same, 2)
+    assert not same.has_canonical_format  # the caller's matrix is left as it was
+
+
 # ---- backed files -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("model_cls", [SCDMAC, SCDSEC])
 def test_a_backed_x_trains_from_the_file_like_in_memory_data(small, tmp_path, model_cls):

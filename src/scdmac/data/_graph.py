@@ -13,7 +13,19 @@ import torch
 #: numba kernels compile once per process, about 20 s here, so it does not pay below that).
 EXACT_KNN_MAX_CELLS = 100_000
 
+#: On a GPU, ``method="auto"`` searches exactly up to this many reference rows: blocks of one matrix
+#: product and a top-k each, in torch (time grows as ``n²``; the arithmetic of 1,000,000 cells on 50
+#: coordinates, 10¹⁴ operations, is about two seconds of an H100's float32 throughput).
+GPU_EXACT_KNN_MAX_CELLS = 2_000_000
+
+#: Distances a GPU search computes at once (2²⁸ float32: 1 GiB).
+GPU_KNN_BLOCK_VALUES = 2**28
+
+#: Share of a GPU's free memory the reference rows may take for the search to run there.
+GPU_KNN_MEMORY_SHARE = 0.25
+
 KnnMethod = Literal["auto", "exact", "approximate"]
+SearchDevice = str | torch.device | None
 
 
 def knn(
@@ -22,6 +34,7 @@ def knn(
     metric: str = "euclidean",
     random_state: int | None = 0,
     method: KnnMethod = "auto",
+    device: SearchDevice = "auto",
 ):
     """Indices and distances of each cell's ``n_neighbors`` nearest other cells.
 
@@ -40,7 +53,12 @@ def knn(
         time grows as ``n²``). Cosine neighbours are found as Euclidean ones between unit vectors,
         which orders them the same (``‖u − v‖² = 2 − 2 cos``) and takes scikit-learn's BLAS path.
         ``"approximate"``: pynndescent's nearest-neighbour descent with the metric itself (all
-        cores, memory linear in cells). ``"auto"``: exact up to :data:`EXACT_KNN_MAX_CELLS` cells.
+        cores, memory linear in cells). ``"auto"``: exact up to :data:`EXACT_KNN_MAX_CELLS` cells,
+        or on a GPU (see ``device``) up to :data:`GPU_EXACT_KNN_MAX_CELLS`.
+    device
+        Where an exact search runs. ``"auto"``: on the GPU when PyTorch sees one and the rows take at
+        most :data:`GPU_KNN_MEMORY_SHARE` of its free memory, else on the CPU with scikit-learn.
+        A torch device (``"cuda:1"``, ``"cpu"``) runs it there in torch; ``None``: scikit-learn.
 
     Returns
     -------
@@ -48,7 +66,7 @@ def knn(
         ``(n_cells, n_neighbors)`` arrays: int64 and float32 (cosine: ``1 − cos``).
     """
     _check_search(metric, method)
-    idx, dist = search(X, X, n_neighbors + 1, metric=metric, random_state=random_state, method=method)
+    idx, dist = search(X, X, n_neighbors + 1, metric=metric, random_state=random_state, method=method, device=device)
     return _drop_self(idx, dist, n_neighbors)
 
 
@@ -66,11 +84,12 @@ def search(
     metric: str = "euclidean",
     random_state: int | None = 0,
     method: KnnMethod = "auto",
+    device: SearchDevice = "auto",
 ):
     """Indices and distances of each query row's ``n_neighbors`` nearest ``reference`` rows.
 
     The engine behind :func:`knn` (``query`` is ``reference`` there); see :func:`knn` for
-    ``metric`` and ``method`` (``"auto"`` decides by the number of reference rows). To search the
+    ``metric``, ``method`` and ``device`` (``"auto"`` decides by the number of reference rows). To search the
     same reference many times, build a :class:`NeighborIndex` once.
 
     Returns
@@ -78,7 +97,7 @@ def search(
     indices, distances
         ``(n_query, n_neighbors)`` arrays: int64 positions in ``reference`` and float32 distances.
     """
-    index = NeighborIndex(reference, metric, method, random_state, n_neighbors)
+    index = NeighborIndex(reference, metric, method, random_state, n_neighbors, device)
     if query is reference and not index.exact:
         # the approximate index's own graph answers a search of the reference itself without a second pass
         idx, dist = index.index.neighbor_graph
@@ -93,7 +112,7 @@ class NeighborIndex:
     ----------
     reference
         Rows × features.
-    metric, method, random_state
+    metric, method, random_state, device
         As for :func:`knn`.
     n_neighbors
         Neighbours the approximate index is built for (queries may ask for others).
@@ -106,12 +125,20 @@ class NeighborIndex:
         method: KnnMethod = "auto",
         random_state: int | None = 0,
         n_neighbors: int = 15,
+        device: SearchDevice = "auto",
     ):
         _check_search(metric, method)
         self.metric = metric
         self.n_rows = reference.shape[0]
-        self.exact = method == "exact" or (method == "auto" and self.n_rows <= EXACT_KNN_MAX_CELLS)
-        if self.exact:
+        self.device = _search_device(device, reference)
+        exact_max = EXACT_KNN_MAX_CELLS if self.device is None else GPU_EXACT_KNN_MAX_CELLS
+        self.exact = method == "exact" or (method == "auto" and self.n_rows <= exact_max)
+        #: the reference rows and their squared norms on ``device`` (a torch search), else None
+        self.on_device: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.exact and self.device is not None:
+            rows = torch.from_numpy(_for_exact(reference, metric)).to(self.device)
+            self.on_device = (rows, (rows * rows).sum(1))
+        elif self.exact:
             from sklearn.neighbors import NearestNeighbors
 
             self.index = NearestNeighbors(algorithm="brute", n_jobs=-1).fit(_for_exact(reference, metric))
@@ -130,13 +157,49 @@ class NeighborIndex:
     def query(self, X: np.ndarray, n_neighbors: int):
         """Indices (int64) and distances (float32) of each row's ``n_neighbors`` nearest reference rows."""
         k = int(min(n_neighbors, self.n_rows))
-        if self.exact:
+        if self.on_device is not None:
+            idx, dist = _torch_search(*self.on_device, _for_exact(X, self.metric), k)
+            dist = dist / 2 if self.metric == "cosine" else np.sqrt(dist)
+        elif self.exact:
             dist, idx = self.index.kneighbors(_for_exact(X, self.metric), n_neighbors=k)
             if self.metric == "cosine":
                 dist = dist**2 / 2
         else:
             idx, dist = self.index.query(np.asarray(X), k=k)
         return np.asarray(idx, dtype=np.int64), np.asarray(dist, dtype=np.float32)
+
+
+def _search_device(device: SearchDevice, reference: np.ndarray) -> torch.device | None:
+    """The torch device of an exact search (``None``: scikit-learn on the CPU); see :func:`knn`."""
+    if device is None:
+        return None
+    if not (isinstance(device, str) and device == "auto"):
+        return torch.device(device)
+    if not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info()
+    fits = 4 * reference.shape[0] * (reference.shape[1] + 1) <= GPU_KNN_MEMORY_SHARE * free
+    return torch.device("cuda") if fits else None
+
+
+def _torch_search(reference: torch.Tensor, squared_norms: torch.Tensor, X: np.ndarray, k: int):
+    """Exact nearest reference rows of the rows of ``X`` on ``reference``'s device, a block of rows at a time.
+
+    Returns positions (int64) and squared Euclidean distances (float32, clipped at 0), as numpy arrays.
+    """
+    device = reference.device
+    rows = max(1, GPU_KNN_BLOCK_VALUES // max(reference.shape[0], 1))
+    indices, distances = [], []
+    with torch.no_grad():
+        for start in range(0, X.shape[0], rows):
+            block = torch.from_numpy(np.ascontiguousarray(X[start : start + rows])).to(device)
+            # ‖q − r‖² = ‖q‖² − 2 q·r + ‖r‖², the product on the matrix units
+            squared = torch.addmm(squared_norms[None, :], block, reference.T, alpha=-2.0)
+            squared += (block * block).sum(1, keepdim=True)
+            dist, idx = torch.topk(squared, k, dim=1, largest=False, sorted=True)
+            indices.append(idx.cpu())
+            distances.append(dist.clamp_min_(0.0).cpu())
+    return torch.cat(indices).numpy().astype(np.int64), torch.cat(distances).numpy().astype(np.float32)
 
 
 def _for_exact(X: np.ndarray, metric: str) -> np.ndarray:

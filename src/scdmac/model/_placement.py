@@ -11,7 +11,7 @@ import torch
 
 from .._constants import REGISTRY_KEYS
 from ..data._graph import BalancedIndex, KnnMethod, NeighborIndex, _to_torch
-from ..data._preprocess import fit_pca, log_expression
+from ..data._preprocess import CovariancePCA, fit_pca, log_expression
 
 if TYPE_CHECKING:
     from sklearn.decomposition import PCA
@@ -44,7 +44,7 @@ class _Reference:
         The neighbour search over ``components`` (built on the first query, then kept).
     """
 
-    pca: PCA
+    pca: PCA | CovariancePCA
     components: np.ndarray
     samples: np.ndarray | None
     n_neighbors: int
