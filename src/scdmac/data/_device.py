@@ -12,6 +12,15 @@ from ._preprocess import in_memory
 DEVICE_MEMORY_SHARE = 0.25
 
 
+def fits_on_gpu(nbytes: int, device: torch.device | str = "cuda") -> bool:
+    """Whether ``nbytes`` take at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_MEMORY_SHARE * free
+
+
 def check_counts_on_device(value) -> None:
     """Refuse a ``counts_on_device`` setting other than ``True``, ``False`` or ``"auto"``."""
     if value not in (True, False, "auto"):
@@ -51,11 +60,7 @@ class DeviceCounts:
 
     def fits(self, device: torch.device | str) -> bool:
         """Whether the matrix takes at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU)."""
-        device = torch.device(device)
-        if device.type != "cuda":
-            return False
-        free, _ = torch.cuda.mem_get_info(device)
-        return self.nbytes <= DEVICE_MEMORY_SHARE * free
+        return fits_on_gpu(self.nbytes, device)
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
         if self._host is None:

@@ -8,6 +8,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._device import fits_on_gpu
+
 #: Up to this many cells, ``method="auto"`` searches exactly (a chunked brute-force search on
 #: BLAS); above it, approximately with pynndescent (its cost grows as ``n log n``, not ``n²``; its
 #: numba kernels compile once per process, about 20 s here, so it does not pay below that).
@@ -20,9 +22,6 @@ GPU_EXACT_KNN_MAX_CELLS = 2_000_000
 
 #: Distances a GPU search computes at once (2²⁸ float32: 1 GiB).
 GPU_KNN_BLOCK_VALUES = 2**28
-
-#: Share of a GPU's free memory the reference rows may take for the search to run there.
-GPU_KNN_MEMORY_SHARE = 0.25
 
 KnnMethod = Literal["auto", "exact", "approximate"]
 SearchDevice = str | torch.device | None
@@ -57,7 +56,8 @@ def knn(
         or on a GPU (see ``device``) up to :data:`GPU_EXACT_KNN_MAX_CELLS`.
     device
         Where an exact search runs. ``"auto"``: on the GPU when PyTorch sees one and the rows take at
-        most :data:`GPU_KNN_MEMORY_SHARE` of its free memory, else on the CPU with scikit-learn.
+        most a quarter of its free memory (the share the counts may take in training,
+        ``train(counts_on_device="auto")``), else on the CPU with scikit-learn.
         A torch device (``"cuda:1"``, ``"cpu"``) runs it there in torch; ``None``: scikit-learn.
 
     Returns
@@ -177,9 +177,8 @@ def _search_device(device: SearchDevice, reference: np.ndarray) -> torch.device 
         return torch.device(device)
     if not torch.cuda.is_available():
         return None
-    free, _ = torch.cuda.mem_get_info()
-    fits = 4 * reference.shape[0] * (reference.shape[1] + 1) <= GPU_KNN_MEMORY_SHARE * free
-    return torch.device("cuda") if fits else None
+    # float32 rows and their squared norms
+    return torch.device("cuda") if fits_on_gpu(4 * reference.shape[0] * (reference.shape[1] + 1)) else None
 
 
 def _torch_search(reference: torch.Tensor, squared_norms: torch.Tensor, X: np.ndarray, k: int):

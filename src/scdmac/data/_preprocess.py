@@ -206,7 +206,6 @@ class CovariancePCA:
         flip = np.sign(components[np.arange(len(order)), np.abs(components).argmax(axis=1)])
         self.components_ = components * flip[:, None]
         self.explained_variance_ = np.clip(values[order], 0.0, None)
-        self.explained_variance_ratio_ = self.explained_variance_ / max(float(np.clip(values, 0, None).sum()), 1e-300)
         return self
 
     def transform(self, X) -> np.ndarray:
