@@ -135,12 +135,11 @@ def _kmeans_ari(X, truth, k: int, seed: int) -> float:
 
 def _model_input_pcs(adata, model_cls) -> np.ndarray:
     """The principal components the model's setup builds its graph on (its genes and normalisation)."""
-    from scdmac.data import log_normalize
-    from scdmac.data._preprocess import pca
+    from scdmac.data._preprocess import log_expression, pca
 
     hvg = adata.var[model_cls.hvg_key()].to_numpy(dtype=bool)
     args = model_cls._get_most_recent_anndata_manager(adata, required=True).registry["setup_args"]
-    return pca(log_normalize(adata.X)[:, hvg], args["n_pcs"], 0, args.get("pcs_above_noise", False))
+    return pca(log_expression(adata.X, np.flatnonzero(hvg)), args["n_pcs"], 0, args.get("pcs_above_noise", False))
 
 
 def _for_stages(train_kwargs: dict, stages: list[str]) -> dict:

@@ -263,12 +263,21 @@ def test_trains_under_lightning_mixed_precision(small):
     assert np.isfinite(model.history["pretrain_loss"].to_numpy(dtype=float)).all()
 
 
-def test_clusters_simulated_types():
+def test_clusters_simulated_types(monkeypatch):
     adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
     SCDSEC.setup_anndata(adata)
     scvi.settings.seed = 0
     model = SCDSEC(adata, n_clusters=4)
     model.train(enable_progress_bar=False)  # default architecture, epochs and stopping rules
+    assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
+    # the clustering stage again, from k-means (the paper's start) on the same pretrained embedding
+    model.train(stages="cluster", cluster_init="kmeans", enable_progress_bar=False)
+    assert model.n_clusters_ == 4 and len(np.unique(model.predict())) == 4
+    assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
+    # the default Leiden start on a random sample of the cells, as on large data
+    monkeypatch.setattr(scdmac.model._base, "LEIDEN_START_CELLS", 200)
+    model.train(stages="cluster", enable_progress_bar=False)
+    assert model.n_clusters_ == 4 and len(np.unique(model.predict())) == 4
     assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
 
 

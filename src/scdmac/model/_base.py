@@ -72,6 +72,10 @@ logger = logging.getLogger(__name__)
 package_logger()  # the package's lines print through scvi-tools' console
 
 
+#: the Leiden start of the clustering stage partitions at most this many random cells
+LEIDEN_START_CELLS = 50_000
+
+
 def _seed() -> int:
     """The seed of every random choice outside torch (k-means, Leiden, splits): ``scvi.settings.seed``."""
     return int(settings.seed) if settings.seed is not None else 0
@@ -383,8 +387,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             The clustering stage stops when fewer than this fraction of cells change cluster between
             two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
         cluster_init
-            How the clustering stage places its centres (default: ``"kmeans"``): ``"kmeans"`` (k-means
-            on the embedding, the papers' choice) or ``"leiden"`` (means of the Leiden communities of
+            How the clustering stage places its centres (default: the model's, ``"kmeans"`` for
+            SCDMAC and ``"leiden"`` for SCDSEC): ``"kmeans"`` (k-means on the embedding, the papers'
+            choice) or ``"leiden"`` (means of the Leiden communities of
             the embedding's 15-NN graph, resolution searched for ``n_clusters`` communities; k-means
             when no resolution gives that many). See the method notes for when each does better.
         plan_kwargs
@@ -786,7 +791,12 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             logger.info("Estimated %d clusters from the pretrained embedding.", n_clusters)
         labels = None
         if method == "leiden":
-            labels = leiden_at_k(z, n_clusters, random_state=seed)
+            # the centres are the communities' means, which a random sample gives as well as all cells;
+            # the bisection runs Leiden some ten times, too slow on a large graph
+            sample = np.arange(len(z))
+            if len(z) > LEIDEN_START_CELLS:
+                sample = np.sort(np.random.default_rng(seed).choice(len(z), LEIDEN_START_CELLS, replace=False))
+            labels = leiden_at_k(z[sample], n_clusters, random_state=seed)
             if labels.max() + 1 != n_clusters:
                 logger.warning(
                     "No Leiden resolution gives %d communities (closest: %d); centres from k-means instead.",
@@ -794,11 +804,11 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     labels.max() + 1,
                 )
                 labels = None
+            else:
+                centers = np.stack([z[sample][labels == c].mean(0) for c in range(n_clusters)])
         if labels is None:
             km = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(z)
             labels, centers = km.labels_, km.cluster_centers_
-        else:
-            centers = np.stack([z[labels == c].mean(0) for c in range(n_clusters)])
         # largest cluster first: label ids then do not depend on the partitioner's arbitrary numbering
         order = np.argsort(-np.bincount(labels, minlength=n_clusters), kind="stable")
         centers = centers[order].astype(np.float32)

@@ -35,8 +35,10 @@ class SCDSEC(DeepClusteringModel):
     training plan:
 
     1. ``"pretrain"``: the three reconstruction losses;
-    2. ``"cluster"``: centres from k-means on the embedding, then DEC's KL(P‖Q) added to them, until
-       fewer than ``tol`` of the cells change cluster between target refreshes.
+    2. ``"cluster"``: centres from the Leiden communities of the embedding's kNN graph (resolution
+       searched for ``n_clusters`` of them; ``train(cluster_init="kmeans")`` for the paper's k-means),
+       then DEC's KL(P‖Q) added to them, until fewer than ``tol`` of the cells change cluster between
+       target refreshes.
 
     Minibatches are groups of nearby cells (:func:`~scdmac.data.partition_cells`) with the subgraph
     they induce, so memory grows linearly with cells; outputs use the whole (sparse) graph.
@@ -89,6 +91,8 @@ class SCDSEC(DeepClusteringModel):
     _prefix = "scdsec"
     _graph_metric = "euclidean"
     _default_batch_size = 512
+    # k-means splits a type that holds half the cells, graph communities do not (method notes, SCDSEC)
+    _cluster_init = "leiden"
 
     def __init__(
         self,
