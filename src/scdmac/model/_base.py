@@ -793,10 +793,10 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         if method == "leiden":
             # the centres are the communities' means, which a random sample gives as well as all cells;
             # the bisection runs Leiden some ten times, too slow on a large graph
-            sample = np.arange(len(z))
+            z_start = z
             if len(z) > LEIDEN_START_CELLS:
-                sample = np.sort(np.random.default_rng(seed).choice(len(z), LEIDEN_START_CELLS, replace=False))
-            labels = leiden_at_k(z[sample], n_clusters, random_state=seed)
+                z_start = z[np.sort(np.random.default_rng(seed).choice(len(z), LEIDEN_START_CELLS, replace=False))]
+            labels = leiden_at_k(z_start, n_clusters, random_state=seed)
             if labels.max() + 1 != n_clusters:
                 logger.warning(
                     "No Leiden resolution gives %d communities (closest: %d); centres from k-means instead.",
@@ -805,7 +805,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 )
                 labels = None
             else:
-                centers = np.stack([z[sample][labels == c].mean(0) for c in range(n_clusters)])
+                centers = np.stack([z_start[labels == c].mean(0) for c in range(n_clusters)])
         if labels is None:
             km = KMeans(n_clusters, n_init=n_init, random_state=seed).fit(z)
             labels, centers = km.labels_, km.cluster_centers_
