@@ -83,7 +83,7 @@ def cluster(method: str, adata, k: int, seed: int) -> np.ndarray:
 
 
 def score(truth: pd.Series, labels: np.ndarray) -> dict:
-    """ARI, the lowest best-match F1 over types and the share of types recovered."""
+    """ARI, the lowest best-match F1 over types, the number of types recovered and the largest type's F1."""
     from sklearn.metrics import adjusted_rand_score
 
     from scdmac.metrics import best_match_f1
@@ -101,7 +101,6 @@ def score(truth: pd.Series, labels: np.ndarray) -> dict:
 def summarize(csv: Path) -> str:
     """Markdown: mean ARI and types recovered per dataset and method, over seeds."""
     runs = pd.read_csv(csv)
-    runs["recovered"] = runs["types_recovered"].astype(str) + "/" + runs["n_types"].astype(str)
     order = [m for m in METHODS if m in set(runs["method"])]
     ari = runs.pivot_table(index="dataset", columns="method", values="ari", aggfunc="mean")[order]
     found = runs.pivot_table(index="dataset", columns="method", values="types_recovered", aggfunc="mean")[order]
