@@ -244,11 +244,15 @@ def test_plan_kwargs_reach_their_plans(small):
 
     class Record(Callback):
         def on_train_start(self, trainer, pl_module):
-            seen.append((pl_module.stage.name, pl_module.weight_decay, getattr(pl_module, "update_interval", None)))
+            adam = trainer.optimizers[0].param_groups[0]
+            interval = getattr(pl_module, "update_interval", None)
+            seen.append((pl_module.stage.name, adam["weight_decay"], adam["eps"], interval))
 
-    model.train(plan_kwargs={"weight_decay": 1e-4, "update_interval": 2}, callbacks=[Record()], **FAST_TRAIN)
-    # every plan takes weight_decay; only the clustering plan has an update interval
-    assert seen == [("denoise", 1e-4, None), ("mask", 1e-4, None), ("cluster", 1e-4, 2)]
+    model.train(
+        plan_kwargs={"weight_decay": 1e-4, "eps": 1e-6, "update_interval": 2}, callbacks=[Record()], **FAST_TRAIN
+    )
+    # every plan's Adam takes weight_decay and eps; only the clustering plan has an update interval
+    assert seen == [("denoise", 1e-4, 1e-6, None), ("mask", 1e-4, 1e-6, None), ("cluster", 1e-4, 1e-6, 2)]
     # refreshes every second epoch: two epochs give one logged label change
     assert len(model.history["cluster_label_change"]) == 1
 

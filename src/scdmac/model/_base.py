@@ -394,7 +394,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             when no resolution gives that many). See the method notes for when each does better.
         plan_kwargs
             Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
-            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``update_interval``,
+            :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``eps``, ``update_interval``,
             ``refill`` or ``collapse_fraction``; each plan takes the ones it has.
         early_stopping_patience
             Epochs without improvement before a pretraining stage stops (never before this many epochs).

@@ -30,10 +30,21 @@ class StagePlan(TrainingPlan):
         The stage: its name, the sub-networks it optimises (the others run in evaluation mode).
     lr, weight_decay
         Adam settings.
+    eps
+        Adam's ``eps`` (scvi-tools' 0.01, not torch's 1e-8): with the small gradients of these
+        networks it bounds each step near ``lr·gradient/eps``, which SCDSEC's graph-led
+        pretraining needs (method notes, "Adam's eps").
     """
 
-    def __init__(self, module: BaseModuleClass, stage: Stage, lr: float = 1e-3, weight_decay: float = 0.0):
-        super().__init__(module, lr=lr, weight_decay=weight_decay, optimizer="Adam")
+    def __init__(
+        self,
+        module: BaseModuleClass,
+        stage: Stage,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        eps: float = 0.01,
+    ):
+        super().__init__(module, lr=lr, weight_decay=weight_decay, eps=eps, optimizer="Adam")
         self.stage = stage
         #: why the stage stopped before its last epoch (set by the stopping rule that stopped it)
         self.stop_reason: str | None = None
@@ -149,7 +160,7 @@ class ClusterPlan(StagePlan):
         Exponent of each cluster's soft size in DEC's target (:func:`~scdmac.module.target_distribution`):
         1 is DEC, whose target moves cells towards smaller clusters; 0 drops that pull.
     **kwargs
-        Passed to :class:`StagePlan` (``lr``, ``weight_decay``).
+        Passed to :class:`StagePlan` (``lr``, ``weight_decay``, ``eps``).
     """
 
     def __init__(
