@@ -56,6 +56,15 @@ def library_size(counts) -> np.ndarray:
     return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
 
 
+def random_rows(n: int, size: int, random_state: int | None) -> np.ndarray:
+    """Positions of ``size`` of ``n`` rows drawn without replacement, in increasing order.
+
+    The one sample that steps working on a subset of large data take (gene selection, the noise
+    threshold, the Leiden start); sorted so that sparse and backed matrices are read in row order.
+    """
+    return np.sort(np.random.default_rng(random_state).choice(n, size, replace=False))
+
+
 def log_normalize(counts, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
     """``log1p(counts / library * target_sum)`` as a float32 CSR matrix (a new matrix, input untouched)."""
     X = sp.csr_matrix(counts, dtype=np.float32, copy=True)
@@ -112,7 +121,7 @@ def signal_components(X, random_state: int | None = 0) -> int:
     """
     n = X.shape[0]
     if n > SIGNAL_SAMPLE_CELLS:
-        rows = np.sort(np.random.default_rng(random_state).choice(n, SIGNAL_SAMPLE_CELLS, replace=False))
+        rows = random_rows(n, SIGNAL_SAMPLE_CELLS, random_state)
         X = X[rows]
         n = SIGNAL_SAMPLE_CELLS
     p = X.shape[1]
@@ -264,7 +273,7 @@ def selected_log_expression(
     if n <= GENE_SELECTION_CELLS:
         sample, min_cells = np.arange(n), gene_min_cells
     else:
-        sample = np.sort(np.random.default_rng(random_state).choice(n, GENE_SELECTION_CELLS, replace=False))
+        sample = random_rows(n, GENE_SELECTION_CELLS, random_state)
         min_cells = max(1, int(np.ceil(gene_min_cells * GENE_SELECTION_CELLS / n)))
     hvg = highly_variable_genes(log_normalize(counts[sample]), n_top_genes, gene_min_cells=min_cells)
     return hvg, log_expression(counts, np.flatnonzero(hvg))

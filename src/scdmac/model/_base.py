@@ -40,7 +40,14 @@ from .._logging import package_logger, quiet_lightning, quiet_loggers
 from ..data._device import DeviceCounts, check_counts_on_device
 from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
 from ..data._loaders import BatchKind, CellDataModule, split_cells
-from ..data._preprocess import in_memory, library_size, pca, sample_log_shift, selected_log_expression
+from ..data._preprocess import (
+    in_memory,
+    library_size,
+    pca,
+    random_rows,
+    sample_log_shift,
+    selected_log_expression,
+)
 from ..data._validate import (
     check_counts,
     check_covariates,
@@ -795,7 +802,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             # the bisection runs Leiden some ten times, too slow on a large graph
             z_start = z
             if len(z) > LEIDEN_START_CELLS:
-                z_start = z[np.sort(np.random.default_rng(seed).choice(len(z), LEIDEN_START_CELLS, replace=False))]
+                z_start = z[random_rows(len(z), LEIDEN_START_CELLS, seed)]
             labels = leiden_at_k(z_start, n_clusters, random_state=seed)
             if labels.max() + 1 != n_clusters:
                 logger.warning(
