@@ -309,6 +309,16 @@ def test_the_step_budget_holds_on_large_data():
     assert stage.default_epochs(1_000_000, 256) == 5
 
 
+def test_the_step_budget_holds_on_data_smaller_than_a_batch():
+    from scdmac.train import Stage
+
+    # one step an epoch: the default (no largest number of epochs) gives the whole budget
+    assert Stage("pretrain", ("encoder",), steps=400).default_schedule(220, 256) == (400, None)
+    assert Stage("pretrain", ("encoder",), steps=400).default_schedule(301, 256) == (200, None)
+    # a stage with a largest number of epochs keeps it
+    assert Stage("cluster", ("encoder",), steps=1000, epochs=(5, 100)).default_schedule(220, 256) == (100, None)
+
+
 def test_genes_of_large_data_are_chosen_on_a_sample_alike_in_memory_and_on_disk(monkeypatch, tmp_path):
     import anndata as ad
 

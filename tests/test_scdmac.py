@@ -257,6 +257,27 @@ def test_plan_kwargs_reach_their_plans(small):
     assert len(model.history["cluster_label_change"]) == 1
 
 
+def test_the_plateau_rule_ends_a_stage_only_after_its_step_budget(small):
+    SCDMAC.setup_anndata(small)
+    model = SCDMAC(small, n_clusters=3)
+    # no epoch can improve by 100%: the rule would stop each stage at once, but not before its budget
+    # (12 steps, 6 epochs of two batches of 150 cells), and then at the next epoch it may
+    model.train(
+        stages=["denoise", "mask"],
+        stage_steps={"denoise": 12, "mask": 12},
+        max_epochs=40,
+        early_stopping_rel_delta=1.0,
+        early_stopping_patience=2,
+        batch_size=150,
+        enable_progress_bar=False,
+    )
+    assert len(model.history["denoise_loss"]) == 6
+    assert len(model.history["mask_loss"]) == 6
+    # without the rule, max_epochs holds
+    model.train(stages="mask", max_epochs=8, early_stopping=False, batch_size=150, enable_progress_bar=False)
+    assert len(model.history["mask_loss"]) == 6 + 8
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

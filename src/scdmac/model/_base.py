@@ -368,11 +368,11 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         ----------
         max_epochs
             Epochs per stage; by default each stage gets about its budget of optimiser steps (SCDMAC:
-            400 per pretraining stage, 1,000 of clustering; SCDSEC: 400 and 300), as 5 to 200
-            epochs of pretraining (fewer when the loss plateaus) and 5 to 100 of clustering. On large
-            data (where 5 epochs would take over 1.5 times the budget) each of the 5 epochs is a
-            random subset of the batches, so the default cost no longer grows with the number of
-            cells (:meth:`~scdmac.train.Stage.default_schedule`); pass ``max_epochs`` for full
+            400 per pretraining stage, 1,000 of clustering; SCDSEC: 400 and 300), as at least 5
+            epochs of pretraining (one step each on data smaller than a minibatch) and 5 to 100 of
+            clustering. On large data (where 5 epochs would take over 1.5 times the budget) each of
+            the 5 epochs is a random subset of the batches, so the default cost no longer grows with
+            the number of cells (:meth:`~scdmac.train.Stage.default_schedule`); pass ``max_epochs`` for full
             epochs, or ``stage_steps`` for a larger budget.
         stages
             Stage or stages to run (default: all, in order). Re-running ``"cluster"`` starts again
@@ -389,7 +389,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             Lightning's device choice (``"auto"`` uses a GPU when present).
         early_stopping
             Stop a pretraining stage when its loss has improved by less than
-            ``early_stopping_rel_delta`` (relative) for ``early_stopping_patience`` epochs.
+            ``early_stopping_rel_delta`` (relative) for ``early_stopping_patience`` epochs, once it
+            has had its default budget of steps: the rule shortens runs longer than the default
+            (``max_epochs``), never the default itself.
         tol
             The clustering stage stops when fewer than this fraction of cells change cluster between
             two refreshes of the DEC targets (DEC's criterion; labels are never consulted).
@@ -404,7 +406,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``eps``, ``update_interval``,
             ``refill`` or ``collapse_fraction``; each plan takes the ones it has.
         early_stopping_patience
-            Epochs without improvement before a pretraining stage stops (never before this many epochs).
+            Epochs without improvement before a pretraining stage stops (never before this many
+            epochs, nor before the stage's default budget of steps).
         early_stopping_rel_delta
             Smallest relative improvement of a pretraining loss that counts.
         kmeans_n_init
@@ -442,9 +445,11 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
 
         Notes
         -----
-        ``early_stopping`` here is each pretraining stage's plateau rule, part of the default
-        schedule (on by default, unlike scvi-tools' early stopping, which is off by default and
-        watches the validation loss). The clustering stage has its own stopping rule (``tol``).
+        ``early_stopping`` here is each pretraining stage's plateau rule: on by default, it ends a
+        stage early only once the stage has had its default budget of steps, so it shortens longer
+        runs (``max_epochs``) and leaves the default schedule whole (scvi-tools' early stopping is
+        off by default and watches the validation loss). The clustering stage has its own stopping
+        rule (``tol``).
         """
         batch_size = self._default_batch_size if batch_size is None else batch_size
         check_train_args(
@@ -512,6 +517,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                 if stage.name in steps:
                     stage = replace(stage, steps=steps[stage.name])
                 epochs, batches_per_epoch = stage.default_schedule(n_obs, batch_size)
+                budget_epochs = epochs
                 stage_trainer_kwargs = dict(trainer_kwargs)
                 if max_epochs is not None:
                     epochs = max_epochs
@@ -529,7 +535,17 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
                     plan = StagePlan(self.module, stage, lr=lr, **args)
                     if early_stopping:
-                        callbacks.append(RelativePlateau(monitor, early_stopping_rel_delta, early_stopping_patience))
+                        # an epoch of small data is one noisy step, and ten of them are no plateau: the rule
+                        # only ends a stage that has had its budget of steps (method notes, "The step budget
+                        # on small data")
+                        callbacks.append(
+                            RelativePlateau(
+                                monitor,
+                                early_stopping_rel_delta,
+                                early_stopping_patience,
+                                min_epochs=max(early_stopping_patience, budget_epochs),
+                            )
+                        )
                 per_epoch = stage_trainer_kwargs.get("limit_train_batches")
                 logger.info(
                     "%s stage %r: up to %d epochs%s",

@@ -28,7 +28,9 @@ class Stage:
         steps (large data), each epoch is a random subset of the batches instead, so the default
         cost stays at about ``steps`` whatever the number of cells (see :meth:`default_schedule`).
     epochs
-        Smallest and largest default number of epochs.
+        Smallest and largest default number of epochs; ``None`` as the largest: as many as the step
+        budget needs, so that data smaller than a minibatch (one step an epoch) get their
+        ``steps`` too.
     clustering
         A DEC stage (:class:`~scdmac.train.ClusterPlan`): fresh centres from the current embedding,
         its own learning rate, stopped by label changes rather than a loss plateau.
@@ -38,7 +40,7 @@ class Stage:
     parts: tuple[str, ...]
     batches: BatchKind = "cells"
     steps: int = 400
-    epochs: tuple[int, int] = (5, 200)
+    epochs: tuple[int, int | None] = (5, None)
     clustering: bool = False
 
     def default_epochs(self, n_obs: int, batch_size: int) -> int:
@@ -51,10 +53,11 @@ class Stage:
         Full epochs as long as the smallest number of them fits in about :attr:`steps` steps; above
         that size, the smallest number of epochs, each of ``steps / epochs`` batches drawn at random
         (the batch order is reshuffled every epoch). The targets of a clustering stage are then
-        refreshed as often as on small data, and pretraining stops by the same plateau rule.
+        refreshed as often as on small data.
         """
         steps_per_epoch = max(1, -(-n_obs // batch_size))
         lo, hi = self.epochs
         if steps_per_epoch * lo > self.steps * 1.5:
             return lo, max(1, self.steps // lo)
-        return int(min(max(round(self.steps / steps_per_epoch), lo), hi)), None
+        epochs = max(round(self.steps / steps_per_epoch), lo)
+        return int(epochs if hi is None else min(epochs, hi)), None
