@@ -195,8 +195,6 @@ def test_unregistered_anndata(small):
         SCDMAC(small)
 
 
-# the default schedule gives these 600 cells the whole budget of 400 steps per stage (minutes)
-@pytest.mark.slow
 def test_clusters_simulated_types():
     adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
     SCDMAC.setup_anndata(adata)

@@ -263,8 +263,6 @@ def test_trains_under_lightning_mixed_precision(small):
     assert np.isfinite(model.history["pretrain_loss"].to_numpy(dtype=float)).all()
 
 
-# the default schedule gives these 600 cells the whole budget of 400 steps per stage (minutes)
-@pytest.mark.slow
 def test_clusters_simulated_types(monkeypatch):
     adata = scdmac.data.simulate(n_cells=600, n_genes=400, n_clusters=4, de_fraction=0.15, seed=2)
     SCDSEC.setup_anndata(adata)
