@@ -233,7 +233,7 @@ METHODS = {
     "scvi": run_scvi,
 }
 # Every method runs every seed: scVI's score moves with its seed (validation half 0.440 on seed 0,
-# 0.486 on seed 1), so a single seed of it is no fair peer, although its training takes 5-25 minutes
+# 0.486 on seed 1), so a single seed of it is no fair peer, although its training takes 3-25 minutes
 # per dataset here. ``--single-seed scvi`` gives the earlier, quicker table.
 SINGLE_SEED: set[str] = set()
 
