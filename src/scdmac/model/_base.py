@@ -537,13 +537,10 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     if early_stopping:
                         # an epoch of small data is one noisy step, and ten of them are no plateau: the rule
                         # only ends a stage that has had its budget of steps (method notes, "The step budget
-                        # on small data")
+                        # on small data"); it never stops before `patience` epochs in any case
                         callbacks.append(
                             RelativePlateau(
-                                monitor,
-                                early_stopping_rel_delta,
-                                early_stopping_patience,
-                                min_epochs=max(early_stopping_patience, budget_epochs),
+                                monitor, early_stopping_rel_delta, early_stopping_patience, min_epochs=budget_epochs
                             )
                         )
                 per_epoch = stage_trainer_kwargs.get("limit_train_batches")
