@@ -15,7 +15,9 @@ margin to the best peer, the seed-to-seed spread and the number of clusters our 
 For our models each run is diagnostic: beside the final labels (``ari``) it scores k-means with the
 true k on the model's own preprocessed input (its genes, log-normalisation and PCA: ``ari_input``) and
 on the pretrained embedding before the clustering stage (``ari_pretrained``), so the stage that loses
-accuracy on a dataset shows. ``n_kept`` counts the final clusters holding at least two cells.
+accuracy on a dataset shows. ``n_kept`` counts the final clusters holding at least two cells. For every
+method ``n_clusters`` counts the clusters returned: Leiden at resolution 1 is not told k, and where it
+returns fewer clusters than the labels have types, a method told k competes with a coarser partition.
 
 Each (method, dataset, seed) run is appended to a CSV as soon as it finishes, so the script can be
 stopped and resumed; runs already in the CSV are skipped. The summary (mean over seeds) is printed
@@ -60,6 +62,7 @@ FIELDS = [
     "ari_input",
     "ari_pretrained",
     "n_kept",
+    "n_clusters",
 ]
 #: Fixed before any default was chosen on it (2026-12-01). Studies stay together (both bladder sets).
 SPLIT = {
@@ -244,6 +247,11 @@ def _done(csv_path: Path) -> set[tuple[str, str, int]]:
 def _append(csv_path: Path, row: dict) -> None:
     new = not csv_path.exists()
     csv_path.parent.mkdir(parents=True, exist_ok=True)
+    if not new:
+        with csv_path.open() as fh:
+            header = fh.readline().strip().split(",")
+        if header != FIELDS:  # a CSV written before a column was added: rewrite it with the column empty
+            pd.read_csv(csv_path).reindex(columns=FIELDS).to_csv(csv_path, index=False)
     with csv_path.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)
         if new:
@@ -329,6 +337,16 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
             "embedding, and of the final labels; `n_kept`: final clusters of at least two cells, of k)\n"
         )
         lines += _table(frame, fmt="{:.3g}")
+        lines.append("")
+    if "n_clusters" in runs and runs.n_clusters.notna().any():
+        returned = grouped["n_clusters"].mean().unstack().reindex(columns=order)
+        returned = returned.loc[:, returned.notna().any()]
+        returned.insert(0, "k", runs.groupby("dataset").n_types.first())
+        lines.append(
+            "### Clusters returned (mean over seeds; blank: not recorded). Leiden at resolution 1 is not told "
+            "k; the others are\n"
+        )
+        lines += _table(returned, fmt="{:.3g}")
         lines.append("")
     train = grouped["train_s"].median().unstack()[order]
     lines.append("### Training time (s, median over seeds; peers without training report their whole run)\n")
@@ -421,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
                         nmi=round(nmi, 4),
                         train_s=round(train_s, 2),
                         total_s=round(total_s, 2),
+                        n_clusters=len(np.unique(labels)),
                         **{key: round(v, 4) for key, v in (extra[0] if extra else {}).items()},
                     )
                     _append(args.csv, row)

@@ -17,11 +17,14 @@ Usage::
 
     python benchmarks/tissue.py --seeds 0 1 --threads 2
     python benchmarks/tissue.py --summary-only
+    python benchmarks/tissue.py --methods scdmac --model-kwargs '{"depth_decoder": true}' \
+        --csv benchmarks/results/x/tissue_runs.csv     # a candidate setting, rows kept apart
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +64,8 @@ def simulate_tissue(name: str, seed: int):
     return simulate(**kwargs, seed=seed)
 
 
-def cluster(method: str, adata, k: int, seed: int) -> np.ndarray:
-    """Labels of ``method`` on a copy of ``adata`` (raw counts in ``X``)."""
+def cluster(method: str, adata, k: int, seed: int, model_kwargs: dict | None = None) -> np.ndarray:
+    """Labels of ``method`` on a copy of ``adata`` (raw counts in ``X``); ``model_kwargs`` go to our models."""
     import scvi
 
     import scdmac
@@ -76,7 +79,7 @@ def cluster(method: str, adata, k: int, seed: int) -> np.ndarray:
     b = adata.copy()
     model_cls.setup_anndata(b)
     scvi.settings.seed = seed
-    model = model_cls(b, n_clusters=k)
+    model = model_cls(b, n_clusters=k, **(model_kwargs or {}))
     train_kwargs = {"cluster_init": "kmeans"} if method == "scdsec_kmeans_start" else {}
     model.train(enable_progress_bar=False, **train_kwargs)
     return np.asarray(model.predict())
@@ -129,6 +132,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON keyword arguments of our models, e.g. '{\"depth_decoder\": true}'; give a separate --csv",
+    )
     args = parser.parse_args(argv)
     if not args.summary_only:
         import torch
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 truth = adata.obs["cell_type"]
                 k = truth.nunique()
                 for method in args.methods:
-                    labels = cluster(method, adata, k, seed)
+                    labels = cluster(method, adata, k, seed, args.model_kwargs)
                     row = {"dataset": name, "seed": seed, "method": method, **score(truth, labels)}
                     print(row, flush=True)
                     pd.DataFrame([row]).to_csv(args.csv, mode="a", header=not args.csv.exists(), index=False)

@@ -160,6 +160,30 @@ def test_ablation_switches_take_effect(small):
         assert model.predict().shape == (300,)
 
 
+def test_depth_decoder_reads_depth_and_denoises_at_the_median(small, tmp_path):
+    SCDMAC.setup_anndata(small)
+    scvi.settings.seed = 0
+    model = SCDMAC(small, n_clusters=3, depth_decoder=True)
+    model.train(**FAST_TRAIN)
+    denoiser = model.module.denoiser
+    assert denoiser.depth_input and denoiser.decoder[0].fc_layers[0][0].in_features == 64 + 1  # bottleneck, depth
+    x = torch.as_tensor(small.X[:20].toarray(), dtype=torch.float32)
+    with torch.inference_mode():
+        model.module.eval()
+        _, size_factor, x_log = model.module.split_counts(x)
+        h = denoiser.encode(x_log)
+        shallow, deep = denoiser.decode(h, size_factor / 4), denoiser.decode(h, size_factor * 4)
+        # the decoder reads the depth: the same bottleneck decodes to another profile at another depth
+        assert not torch.allclose(shallow["scale"], deep["scale"])
+        # the denoised expression is every cell's profile decoded at the median library
+        at_median = denoiser.decode(h, torch.ones_like(size_factor))["scale"]
+        assert torch.allclose(model.module.denoised_scale(x), at_median)
+    model.save(tmp_path / "m")
+    loaded = SCDMAC.load(tmp_path / "m", adata=small)
+    assert loaded.module.denoiser.depth_input
+    np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-5)
+
+
 def test_joint_zinb_weight_trains_the_denoiser(small):
     SCDMAC.setup_anndata(small)
     scvi.settings.seed = 0

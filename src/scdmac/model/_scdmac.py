@@ -70,6 +70,9 @@ class SCDMAC(DeepClusteringModel):
     drop_rate, noise_var, swap_rate
         The denoiser's augmentations: share of entries set to zero, variance of the Gaussian noise,
         share of entries swapped with a kNN neighbour's (see :func:`~scdmac.data.augment_expression`).
+    depth_decoder
+        The denoiser's decoder also reads each cell's log size factor, and the denoised expression is
+        decoded at the median depth for every cell.
     zinb_weight, mask_weight, kmeans_weight, cluster_weight
         ``a, b, f, t`` of the clustering objective ``a·L_zinb + b·L_mask + f·L_kmeans + t·KL(P‖Q)``
         (``a = 0``: the denoiser stays fixed while clustering).
@@ -117,6 +120,7 @@ class SCDMAC(DeepClusteringModel):
         drop_rate: float = 0.1,
         noise_var: float = 0.6,
         swap_rate: float = 0.2,
+        depth_decoder: bool = False,
         zinb_weight: float = 0.0,
         mask_weight: float = 1.0,
         kmeans_weight: float = 0.1,

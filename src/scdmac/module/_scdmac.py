@@ -69,6 +69,7 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         drop_rate: float,
         noise_var: float,
         swap_rate: float,
+        depth_decoder: bool,
         zinb_weight: float,
         mask_weight: float,
         kmeans_weight: float,
@@ -82,7 +83,9 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift)
         n_genes = len(gene_indices)
         self.denoiser = (
-            ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate, self.n_cat_list) if denoise else None
+            ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate, self.n_cat_list, depth_decoder)
+            if denoise
+            else None
         )
         self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
         # genes centred and brought to one overall scale (running statistics); per-gene scaling would
@@ -135,7 +138,9 @@ kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         """
         _, size_factor, x_log = self.split_counts(x, sample)
         covariates = self.decoder_covariates(cats, x.shape[0], x.device)
-        return self._denoiser()(x_log, size_factor, *covariates)["scale"]
+        # decoded at the median library (size factor 1) for every cell: a decoder that reads the depth
+        # then gives every cell's expression at one depth; otherwise ``scale`` does not depend on it
+        return self._denoiser()(x_log, torch.ones_like(size_factor), *covariates)["scale"]
 
     def _denoiser(self) -> ZINBAutoencoder:
         if self.denoiser is None:
