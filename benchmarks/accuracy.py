@@ -270,6 +270,12 @@ def _table(frame: pd.DataFrame, fmt: str = "{:.3f}", bold_max: bool = False) -> 
     return lines
 
 
+def _with_k(heading: str, frame: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """A section: ``heading``, then ``frame`` as a table with each dataset's number of types first."""
+    frame.insert(0, "k", runs.groupby("dataset").n_types.first())
+    return [heading + "\n", *_table(frame, fmt="{:.3g}"), ""]
+
+
 def _seed_range(counts: pd.Series) -> str:
     low, high = int(counts.min()), int(counts.max())
     return str(high) if low == high else f"{low}-{high}"
@@ -331,23 +337,21 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
             },
             axis=1,
         )
-        frame.insert(0, "k", runs.groupby("dataset").n_types.first())
-        lines.append(
+        lines += _with_k(
             "### Where accuracy is won or lost (ARI of k-means on the model's own PCA input, on its pretrained "
-            "embedding, and of the final labels; `n_kept`: final clusters of at least two cells, of k)\n"
+            "embedding, and of the final labels; `n_kept`: final clusters of at least two cells, of k)",
+            frame,
+            runs,
         )
-        lines += _table(frame, fmt="{:.3g}")
-        lines.append("")
     if "n_clusters" in runs and runs.n_clusters.notna().any():
         returned = grouped["n_clusters"].mean().unstack().reindex(columns=order)
         returned = returned.loc[:, returned.notna().any()]
-        returned.insert(0, "k", runs.groupby("dataset").n_types.first())
-        lines.append(
+        lines += _with_k(
             "### Clusters returned (mean over seeds; blank: not recorded). Leiden at resolution 1 is not told "
-            "k; the others are\n"
+            "k; the others are",
+            returned,
+            runs,
         )
-        lines += _table(returned, fmt="{:.3g}")
-        lines.append("")
     train = grouped["train_s"].median().unstack()[order]
     lines.append("### Training time (s, median over seeds; peers without training report their whole run)\n")
     lines += _table(train, fmt="{:.1f}")
