@@ -43,8 +43,8 @@ class SCDMACModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
         Each sample's shift of the mean log expression (:func:`~scdmac.data.sample_log_shift`),
         removed from the denoiser's input.
     n_latent, n_hidden, n_bottleneck, dropout_rate, denoise, mask_predictor, weighted_reconstruction, \
-mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, zinb_weight, mask_weight, \
-kmeans_weight, cluster_weight, inflation, dof, cluster_metric
+mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, depth_decoder, zinb_weight, \
+mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         As for :class:`~scdmac.model.SCDMAC`, where the defaults live.
     """
 
