@@ -19,6 +19,8 @@ Usage::
     python benchmarks/tissue.py --summary-only
     python benchmarks/tissue.py --methods scdmac --model-kwargs '{"depth_decoder": true}' \
         --csv benchmarks/results/x/tissue_runs.csv     # a candidate setting, rows kept apart
+    python benchmarks/tissue.py --methods scdsec --setup-kwargs '{"target_sum": null}' \
+        --csv benchmarks/results/y/tissue_runs.csv
 """
 
 from __future__ import annotations
@@ -64,8 +66,13 @@ def simulate_tissue(name: str, seed: int):
     return simulate(**kwargs, seed=seed)
 
 
-def cluster(method: str, adata, k: int, seed: int, model_kwargs: dict | None = None) -> np.ndarray:
-    """Labels of ``method`` on a copy of ``adata`` (raw counts in ``X``); ``model_kwargs`` go to our models."""
+def cluster(
+    method: str, adata, k: int, seed: int, model_kwargs: dict | None = None, setup_kwargs: dict | None = None
+) -> np.ndarray:
+    """Labels of ``method`` on a copy of ``adata`` (raw counts in ``X``).
+
+    ``model_kwargs`` and ``setup_kwargs`` go to our models and their ``setup_anndata``.
+    """
     import scvi
 
     import scdmac
@@ -77,7 +84,7 @@ def cluster(method: str, adata, k: int, seed: int, model_kwargs: dict | None = N
         return leiden_clusters(adata, k if method == "leiden_k" else None, seed)
     model_cls = scdmac.model.SCDSEC if method.startswith("scdsec") else scdmac.model.SCDMAC
     b = adata.copy()
-    model_cls.setup_anndata(b)
+    model_cls.setup_anndata(b, **(setup_kwargs or {}))
     scvi.settings.seed = seed
     model = model_cls(b, n_clusters=k, **(model_kwargs or {}))
     train_kwargs = {"cluster_init": "kmeans"} if method == "scdsec_kmeans_start" else {}
@@ -138,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="JSON keyword arguments of our models, e.g. '{\"depth_decoder\": true}'; give a separate --csv",
     )
+    parser.add_argument(
+        "--setup-kwargs",
+        type=json.loads,
+        default=None,
+        help="JSON keyword arguments of our models' setup_anndata, e.g. '{\"target_sum\": null}'",
+    )
     args = parser.parse_args(argv)
     if not args.summary_only:
         import torch
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
                 truth = adata.obs["cell_type"]
                 k = truth.nunique()
                 for method in args.methods:
-                    labels = cluster(method, adata, k, seed, args.model_kwargs)
+                    labels = cluster(method, adata, k, seed, args.model_kwargs, args.setup_kwargs)
                     row = {"dataset": name, "seed": seed, "method": method, **score(truth, labels)}
                     print(row, flush=True)
                     pd.DataFrame([row]).to_csv(args.csv, mode="a", header=not args.csv.exists(), index=False)

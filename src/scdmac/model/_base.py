@@ -41,8 +41,10 @@ from ..data._device import DeviceCounts, check_counts_on_device
 from ..data._graph import CellGraph, KnnMethod, balanced_knn, knn, neighbourhood_mean, partition_cells
 from ..data._loaders import BatchKind, CellDataModule, split_cells
 from ..data._preprocess import (
+    TARGET_SUM,
     in_memory,
     library_size,
+    normalization_target,
     pca,
     random_rows,
     sample_log_shift,
@@ -180,9 +182,12 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         batch_key: str | None = None,
         categorical_covariate_keys: Sequence[str] | None = None,
         pcs_above_noise: bool = False,
+        target_sum: float | None = TARGET_SUM,
         **kwargs,
     ) -> None:
         """Validate counts, select genes, build the kNN graph and register the fields.
+
+        Cells are log-normalised to ``target_sum`` total counts (``None``: the median library size).
 
         With ``partition_size``, cells are also grouped for subgraph minibatches
         (:func:`~scdmac.data.partition_cells`) and the groups registered. With ``batch_key``, the
@@ -205,10 +210,13 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             raise ValueError(f"knn_method must be 'auto', 'exact' or 'approximate', got {knn_method!r}.")
         covariate_keys = list(categorical_covariate_keys or [])
         samples = check_covariates(adata, batch_key, covariate_keys)
+        target = normalization_target(counts, target_sum)
         seed = _seed()
         with _timed("log-normalisation and gene selection"):
             min_cells = max(1, int(np.ceil(gene_min_fraction * adata.n_obs)))
-            hvg, log_selected = selected_log_expression(counts, n_top_genes, min_cells, random_state=seed)
+            hvg, log_selected = selected_log_expression(
+                counts, n_top_genes, min_cells, random_state=seed, target_sum=target
+            )
             check_modelled_genes(log_selected, int(hvg.sum()))
         with _timed("PCA"):
             pcs = pca(log_selected, n_pcs, random_state=seed, above_noise=pcs_above_noise)
@@ -255,23 +263,32 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         cls.register_manager(manager)
 
     def _model_inputs(self) -> dict:
-        """Gene positions and median library size for the module, from the registered data."""
+        """Gene positions, median library size and normalisation target for the module, from the registered data."""
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         hvg = self.adata.var[self.hvg_key()].to_numpy(dtype=bool)
+        median_library = float(np.median(library_size(counts)))
+        # data set up before target_sum existed were normalised to the fixed target
+        target_sum = self.adata_manager.registry["setup_args"].get("target_sum", TARGET_SUM)
+        target = median_library if target_sum is None else float(target_sum)
         return {
             "n_input": self.summary_stats.n_vars,
             "gene_indices": np.flatnonzero(hvg),
-            "median_library": float(np.median(library_size(counts))),
+            "median_library": median_library,
             "n_cat_list": self._covariate_levels(),
-            "sample_shift": self._sample_shift(counts, np.flatnonzero(hvg)),
+            "sample_shift": self._sample_shift(counts, np.flatnonzero(hvg), target),
+            "target_sum": target_sum,
         }
 
-    def _sample_shift(self, counts, gene_indices: np.ndarray) -> np.ndarray | None:
+    def _normalization_target(self) -> float:
+        """Total counts the trained module scales each cell to before ``log1p`` (see ``setup_anndata``)."""
+        return self.module.normalization_target()
+
+    def _sample_shift(self, counts, gene_indices: np.ndarray, target: float) -> np.ndarray | None:
         """Each registered sample's shift of the mean log expression (``None`` without a sample)."""
         if REGISTRY_KEYS.BATCH_KEY not in self.adata_manager.data_registry:
             return None
         codes = np.asarray(self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
-        return sample_log_shift(counts, gene_indices, codes, int(self.summary_stats.n_batch))
+        return sample_log_shift(counts, gene_indices, codes, int(self.summary_stats.n_batch), target)
 
     def _covariate_levels(self) -> list[int]:
         """Number of levels of the sample (first) and of each categorical covariate, as registered."""

@@ -40,6 +40,8 @@ class _Reference:
     products
         Each encoder layer's ``F_{l-1} U_l`` (``F_{l-1}`` where the layer widens) for the training cells
         (what a neighbour passes on).
+    target_sum
+        Total counts each cell is scaled to before ``log1p`` (the model's, for new cells too).
     index
         The neighbour search over ``components`` (built on the first query, then kept).
     """
@@ -52,6 +54,7 @@ class _Reference:
     method: KnnMethod
     degrees: np.ndarray
     products: list[torch.Tensor]
+    target_sum: float
     #: the neighbour search over ``components``, built on the first query
     index: NeighborIndex | BalancedIndex | None = None
 
@@ -63,9 +66,10 @@ class _Reference:
         args = model.adata_manager.registry["setup_args"]
         counts = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         genes = model.module.gene_indices.cpu().numpy()
+        target = model._normalization_target()
         # models saved before pcs_above_noise existed built their graph on all n_pcs components
         components, pca = fit_pca(
-            log_expression(counts, genes),
+            log_expression(counts, genes, target),
             args["n_pcs"],
             random_state=_seed(),
             above_noise=args.get("pcs_above_noise", False),
@@ -89,11 +93,12 @@ class _Reference:
             method=args.get("knn_method") or "auto",
             degrees=degrees.astype(np.float32),
             products=[p.cpu() for p in products],
+            target_sum=target,
         )
 
     def neighbors_of(self, counts, gene_indices: np.ndarray) -> np.ndarray:
         """Each new cell's nearest training cells (balanced across samples as the training graph was)."""
-        coords = self.pca.transform(log_expression(counts, gene_indices)).astype(np.float32)
+        coords = self.pca.transform(log_expression(counts, gene_indices, self.target_sum)).astype(np.float32)
         if self.index is None:
             # built on the first query and kept: an approximate index of a large reference costs minutes
             if self.samples is None:

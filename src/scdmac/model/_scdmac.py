@@ -14,6 +14,7 @@ from scvi.utils import setup_anndata_dsp
 
 from ..data._graph import KnnMethod
 from ..data._loaders import BatchKind
+from ..data._preprocess import TARGET_SUM
 from ..module._scdmac import SCDMACModule
 from ..train import Stage
 from ._base import DeepClusteringModel
@@ -156,6 +157,7 @@ class SCDMAC(DeepClusteringModel):
         n_pcs: int = 50,
         knn_method: KnnMethod = "auto",
         pcs_above_noise: bool = False,
+        target_sum: float | None = TARGET_SUM,
         **kwargs,
     ) -> None:
         """Register raw counts, select genes and build the cosine kNN graph the denoiser's swaps use.
@@ -189,6 +191,11 @@ class SCDMAC(DeepClusteringModel):
             Build the graph only on the components above the noise (at most ``n_pcs``, at least 10;
             see :func:`~scdmac.data.signal_components`). Off by default for SCDMAC: on camp it changed
             little (method notes); SCDSEC's default is on.
+        target_sum
+            Total counts each cell is scaled to before ``log1p``, in setup and in the network's input;
+            ``None``: the median library size (Scanpy's ``normalize_total`` default), which keeps less of
+            a cell's sequencing depth in its log expression (method notes, "Sequencing depth in the
+            embeddings").
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -201,6 +208,7 @@ class SCDMAC(DeepClusteringModel):
             setup_method_args,
             knn_method=knn_method,
             pcs_above_noise=pcs_above_noise,
+            target_sum=target_sum,
             batch_key=batch_key,
             categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,

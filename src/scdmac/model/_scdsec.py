@@ -15,7 +15,7 @@ from scvi.utils import setup_anndata_dsp
 from .._constants import REGISTRY_KEYS
 from ..data._graph import KnnMethod
 from ..data._loaders import read_rows
-from ..data._preprocess import log_moments
+from ..data._preprocess import TARGET_SUM, log_moments
 from ..data._validate import check_indices
 from ..module._scdsec import SCDSECModule
 from ..train import Stage
@@ -119,7 +119,8 @@ class SCDSEC(DeepClusteringModel):
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
         inputs = self._model_inputs()
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        moments = None if input_scaling == "batch" else log_moments(counts, inputs["gene_indices"])
+        target = inputs["median_library"] if inputs["target_sum"] is None else inputs["target_sum"]
+        moments = None if input_scaling == "batch" else log_moments(counts, inputs["gene_indices"], target)
         self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (
@@ -144,6 +145,7 @@ class SCDSEC(DeepClusteringModel):
         partition_size: int = 128,
         metric: Literal["euclidean", "cosine"] = "euclidean",
         knn_method: KnnMethod = "auto",
+        target_sum: float | None = TARGET_SUM,
         **kwargs,
     ) -> None:
         """Register raw counts, select genes, build the Euclidean kNN graph and group cells for minibatches.
@@ -186,6 +188,11 @@ class SCDSEC(DeepClusteringModel):
         knn_method
             Neighbour search: ``"exact"``, ``"approximate"`` (pynndescent) or ``"auto"`` (exact up to
             100,000 cells); see :func:`~scdmac.data.knn`.
+        target_sum
+            Total counts each cell is scaled to before ``log1p``, in setup and in the network's input;
+            ``None``: the median library size (Scanpy's ``normalize_total`` default), which keeps less of
+            a cell's sequencing depth in its log expression (method notes, "Sequencing depth in the
+            embeddings").
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -200,6 +207,7 @@ class SCDSEC(DeepClusteringModel):
             metric=metric,
             knn_method=knn_method,
             pcs_above_noise=pcs_above_noise,
+            target_sum=target_sum,
             batch_key=batch_key,
             categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,

@@ -36,6 +36,8 @@ class CountInputMixin(nn.Module):
 
     #: ``(n_samples, n_genes)`` shift of each sample's mean log expression, or ``None``
     sample_shift: torch.Tensor | None
+    #: total counts each cell is scaled to before ``log1p``; ``None``: the median library size
+    target_sum: float | None
 
     def _register_count_inputs(
         self,
@@ -43,12 +45,19 @@ class CountInputMixin(nn.Module):
         median_library: float,
         n_cat_list: list[int] | None = None,
         sample_shift: np.ndarray | None = None,
+        target_sum: float | None = TARGET_SUM,
     ) -> None:
+        # the median is a saved buffer: a model loaded with other cells keeps its training data's target
+        self.target_sum = None if target_sum is None else float(target_sum)
         self.register_buffer("gene_indices", torch.as_tensor(np.asarray(gene_indices), dtype=torch.long))
         self.register_buffer("median_library", torch.tensor(float(median_library)))
         self.n_cat_list = list(n_cat_list or [])
         shift = None if sample_shift is None else torch.as_tensor(np.asarray(sample_shift), dtype=torch.float32)
         self.register_buffer("sample_shift", shift)
+
+    def normalization_target(self) -> float:
+        """Total counts each cell is scaled to before ``log1p``: ``target_sum``, or the median library size."""
+        return float(self.median_library) if self.target_sum is None else self.target_sum
 
     def decoder_covariates(
         self, codes: Sequence[torch.Tensor | None] | None, n_cells: int, device
@@ -73,6 +82,8 @@ class CountInputMixin(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Modelled counts, size factors ``library / median`` and log-normalised expression.
 
+        The expression is ``log1p`` of counts scaled to :meth:`normalization_target` per cell.
+
         With a sample registered (``sample_shift``), the expression of a cell of sample ``s`` is
         moved by ``-sample_shift[s]``: every sample then has the same mean profile at the encoder.
         ``sample``: the cells' sample codes, needed then.
@@ -81,7 +92,8 @@ class CountInputMixin(nn.Module):
             x = x.to_dense()
         library = x.sum(-1).clamp_min(1.0)
         counts = x[:, self.gene_indices]
-        x_log = torch.log1p(counts * (TARGET_SUM / library).unsqueeze(-1))
+        target = self.median_library if self.target_sum is None else self.target_sum  # a tensor: no device sync
+        x_log = torch.log1p(counts * (target / library).unsqueeze(-1))
         if self.sample_shift is not None:
             if sample is None:
                 raise ValueError("This module removes sample effects: pass the cells' sample codes.")

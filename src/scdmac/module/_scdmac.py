@@ -10,6 +10,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 
 from .._constants import BATCH_KEYS
 from ..data._augment import augment_expression, mask_with_shuffled
+from ..data._preprocess import TARGET_SUM
 from ._heads import ClusterHead, zinb_nll
 from ._inputs import CountInputMixin, covariate_codes
 from ._masked_ae import MaskedAutoencoder, masked_reconstruction_loss
@@ -42,6 +43,8 @@ class SCDMACModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
     sample_shift
         Each sample's shift of the mean log expression (:func:`~scdmac.data.sample_log_shift`),
         removed from the denoiser's input.
+    target_sum
+        Total counts each cell is scaled to before ``log1p``; ``None``: the median library size.
     n_latent, n_hidden, n_bottleneck, dropout_rate, denoise, mask_predictor, weighted_reconstruction, \
 mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, depth_decoder, zinb_weight, \
 mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
@@ -55,6 +58,7 @@ mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         median_library: float,
         n_cat_list: list[int] | None = None,
         sample_shift: np.ndarray | None = None,
+        target_sum: float | None = TARGET_SUM,
         *,
         n_latent: int,
         n_hidden: int,
@@ -80,7 +84,7 @@ mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
     ):
         super().__init__()
         self.n_input = n_input
-        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift)
+        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift, target_sum)
         n_genes = len(gene_indices)
         self.denoiser = (
             ZINBAutoencoder(n_genes, (n_hidden, n_bottleneck), dropout_rate, self.n_cat_list, depth_decoder)

@@ -12,6 +12,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from .._constants import BATCH_KEYS
+from ..data._preprocess import TARGET_SUM
 from ._fusion import FusionEncoder
 from ._heads import ClusterHead, ZINBHead, zinb_nll
 from ._inputs import CountInputMixin, covariate_codes
@@ -45,6 +46,8 @@ class SCDSECModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
     sample_shift
         Each sample's shift of the mean log expression (:func:`~scdmac.data.sample_log_shift`),
         removed from the encoder's input.
+    target_sum
+        Total counts each cell is scaled to before ``log1p``; ``None``: the median library size.
     n_latent, hidden_widths, alpha, layerwise, dropout_rate, rec_weight, zinb_weight, graph_weight, \
 cluster_weight, negative_ratio, dof, cluster_metric
         As for :class:`~scdmac.model.SCDSEC`, where the defaults live.
@@ -65,6 +68,7 @@ cluster_weight, negative_ratio, dof, cluster_metric
         median_library: float,
         n_cat_list: list[int] | None = None,
         sample_shift: np.ndarray | None = None,
+        target_sum: float | None = TARGET_SUM,
         *,
         n_latent: int,
         hidden_widths: Sequence[int],
@@ -83,7 +87,7 @@ cluster_weight, negative_ratio, dof, cluster_metric
     ):
         super().__init__()
         self.n_input = n_input
-        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift)
+        self._register_count_inputs(gene_indices, median_library, n_cat_list, sample_shift, target_sum)
         n_genes = len(gene_indices)
         widths = list(hidden_widths)
         self.input_norm: nn.Module
