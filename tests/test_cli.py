@@ -155,6 +155,8 @@ def test_output_folder_that_cannot_be_written(counts_file, tmp_path, capsys, mon
         ("--batch-size", "1", "at least 2"),  # a minibatch of one cell has no batch statistics
         ("--max-epochs", "0", "positive integer"),
         ("--n-clusters", "x", "invalid int"),
+        ("--target-sum", "0", "positive number or 'median'"),
+        ("--target-sum", "mean", "positive number or 'median'"),
     ],
 )
 def test_bad_integer_names_the_option(counts_file, tmp_path, capsys, option, value, words):
@@ -180,6 +182,22 @@ def test_batch_key_is_passed_to_setup(counts_file, tmp_path, capsys, monkeypatch
     assert main(args) == 2
     capsys.readouterr()
     assert "batch_key" not in seen  # not passed unless asked for
+    assert _files(tmp_path) == ["in.h5ad"]
+
+
+def test_target_sum_is_passed_to_setup(counts_file, tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def setup_anndata(cls, adata, **kwargs):  # stop before training: only the arguments matter here
+        seen.append(kwargs.get("target_sum", "not passed"))
+        raise ValueError("stopped after setup")
+
+    monkeypatch.setattr(scdmac.model.SCDMAC, "setup_anndata", classmethod(setup_anndata))
+    args = ["cluster", str(counts_file), str(tmp_path / "o.h5ad"), *FAST, "--no-progress"]
+    for extra in (["--target-sum", "median"], ["--target-sum", "5000"], []):
+        assert main([*args, *extra]) == 2
+    capsys.readouterr()
+    assert seen == [None, 5000.0, "not passed"]  # "median" is setup_anndata's None; else the package's default
     assert _files(tmp_path) == ["in.h5ad"]
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import shutil
 import signal
@@ -63,6 +64,18 @@ def _batch_size(text: str) -> int:
     value = _integer(text)
     if value < 2:  # what train() requires: a minibatch of one cell has no batch statistics
         raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {value}")
+    return value
+
+
+def _target_sum(text: str) -> float | str:
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'median', got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number or 'median', got {text!r}")
     return value
 
 
@@ -119,6 +132,14 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=None,
         help="neighbours per cell in the kNN graph (default: the model's)",
+    )
+    cluster.add_argument(
+        "--target-sum",
+        type=_target_sum,
+        default=None,
+        metavar="COUNTS",
+        help="total counts each cell is normalised to before log1p, or 'median' for the median library size "
+        "(default: the model's, 10000)",
     )
     cluster.add_argument(
         "--cluster-init",
@@ -389,6 +410,9 @@ def cluster(args: argparse.Namespace) -> None:
             where = "X" if layer is None else f"layer {layer!r}"
             _say(progress, f"read {adata.n_obs} cells × {adata.n_vars} genes from {args.input} ({where})")
             setup = {"n_top_genes": args.n_top_genes, "n_neighbors": args.n_neighbors, "batch_key": args.batch_key}
+            setup = {k: v for k, v in setup.items() if v is not None}
+            if args.target_sum is not None:  # "median" is setup_anndata's None
+                setup["target_sum"] = None if args.target_sum == "median" else args.target_sum
             train = {
                 "max_epochs": args.max_epochs,
                 "batch_size": args.batch_size,
@@ -398,7 +422,7 @@ def cluster(args: argparse.Namespace) -> None:
             train = {k: v for k, v in train.items() if v is not None}
             try:
                 scvi.settings.seed = args.seed
-                model_cls.setup_anndata(adata, layer=layer, **{k: v for k, v in setup.items() if v is not None})
+                model_cls.setup_anndata(adata, layer=layer, **setup)
                 trained = model_cls(adata, n_clusters=args.n_clusters)
             except (KeyError, ValueError) as err:  # the package's validation: messages name problem and fix
                 message = str(err.args[0]) if err.args else str(err)
