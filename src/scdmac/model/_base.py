@@ -266,18 +266,21 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         """Gene positions, median library size and normalisation target for the module, from the registered data."""
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         hvg = self.adata.var[self.hvg_key()].to_numpy(dtype=bool)
-        median_library = float(np.median(library_size(counts)))
-        # data set up before target_sum existed were normalised to the fixed target
-        target_sum = self.adata_manager.registry["setup_args"].get("target_sum", TARGET_SUM)
-        target = median_library if target_sum is None else float(target_sum)
-        return {
+        inputs = {
             "n_input": self.summary_stats.n_vars,
             "gene_indices": np.flatnonzero(hvg),
-            "median_library": median_library,
+            "median_library": float(np.median(library_size(counts))),
             "n_cat_list": self._covariate_levels(),
-            "sample_shift": self._sample_shift(counts, np.flatnonzero(hvg), target),
-            "target_sum": target_sum,
+            # data set up before target_sum existed were normalised to the fixed target
+            "target_sum": self.adata_manager.registry["setup_args"].get("target_sum", TARGET_SUM),
         }
+        inputs["sample_shift"] = self._sample_shift(counts, inputs["gene_indices"], self._input_target(inputs))
+        return inputs
+
+    @staticmethod
+    def _input_target(inputs: dict) -> float:
+        """The total counts the module built from ``inputs`` (:meth:`_model_inputs`) will scale each cell to."""
+        return inputs["median_library"] if inputs["target_sum"] is None else float(inputs["target_sum"])
 
     def _normalization_target(self) -> float:
         """Total counts the trained module scales each cell to before ``log1p`` (see ``setup_anndata``)."""

@@ -119,8 +119,9 @@ class SCDSEC(DeepClusteringModel):
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
         inputs = self._model_inputs()
         counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        target = inputs["median_library"] if inputs["target_sum"] is None else inputs["target_sum"]
-        moments = None if input_scaling == "batch" else log_moments(counts, inputs["gene_indices"], target)
+        moments = None
+        if input_scaling != "batch":
+            moments = log_moments(counts, inputs["gene_indices"], self._input_target(inputs))
         self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (

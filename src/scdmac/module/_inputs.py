@@ -57,7 +57,11 @@ class CountInputMixin(nn.Module):
 
     def normalization_target(self) -> float:
         """Total counts each cell is scaled to before ``log1p``: ``target_sum``, or the median library size."""
-        return float(self.median_library) if self.target_sum is None else self.target_sum
+        return float(self._target())
+
+    def _target(self) -> torch.Tensor | float:
+        # the median stays a tensor on the module's device: no device sync on every batch
+        return self.median_library if self.target_sum is None else self.target_sum
 
     def decoder_covariates(
         self, codes: Sequence[torch.Tensor | None] | None, n_cells: int, device
@@ -92,8 +96,7 @@ class CountInputMixin(nn.Module):
             x = x.to_dense()
         library = x.sum(-1).clamp_min(1.0)
         counts = x[:, self.gene_indices]
-        target = self.median_library if self.target_sum is None else self.target_sum  # a tensor: no device sync
-        x_log = torch.log1p(counts * (target / library).unsqueeze(-1))
+        x_log = torch.log1p(counts * (self._target() / library).unsqueeze(-1))
         if self.sample_shift is not None:
             if sample is None:
                 raise ValueError("This module removes sample effects: pass the cells' sample codes.")
