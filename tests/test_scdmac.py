@@ -184,6 +184,26 @@ def test_depth_decoder_reads_depth_and_denoises_at_the_median(small, tmp_path):
     np.testing.assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-5)
 
 
+def test_gene_input_scaling_weighs_genes_by_their_log_spread(small, tmp_path):
+    SCDMAC.setup_anndata(small)
+    scvi.settings.seed = 0
+    model = SCDMAC(small, n_clusters=3, input_scaling="gene")
+    scaling = model.module.gene_scaling
+    genes = model.module.gene_indices
+    mean, var = scdmac.data.log_moments(small.X, genes)
+    assert_allclose(scaling.mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+    assert_allclose(scaling.scale.numpy(), np.sqrt(var), rtol=1e-5, atol=1e-6)
+    assert SCDMAC(small, n_clusters=3).module.gene_scaling is None  # the default weighs genes as PCA does
+    model.train(enable_progress_bar=False)  # default epochs and stopping rules
+    assert adjusted_rand_score(small.obs["cell_type"], model.predict()) > 0.9
+    model.save(tmp_path / "m")
+    loaded = SCDMAC.load(tmp_path / "m", adata=small)
+    assert loaded.module.gene_scaling is not None
+    assert_allclose(loaded.get_latent_representation(), model.get_latent_representation(), atol=1e-5)
+    with pytest.raises(ValueError, match="input_scaling must be"):
+        SCDMAC(small, n_clusters=3, input_scaling="pca")
+
+
 def test_joint_zinb_weight_trains_the_denoiser(small):
     SCDMAC.setup_anndata(small)
     scvi.settings.seed = 0

@@ -12,9 +12,10 @@ import torch
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
+from .._constants import REGISTRY_KEYS
 from ..data._graph import KnnMethod
 from ..data._loaders import BatchKind
-from ..data._preprocess import TARGET_SUM
+from ..data._preprocess import TARGET_SUM, log_moments
 from ..module._scdmac import SCDMACModule
 from ..train import Stage
 from ._base import DeepClusteringModel
@@ -85,6 +86,11 @@ class SCDMAC(DeepClusteringModel):
         Where the clustering stage measures distances: ``"cosine"`` (the embedding's directions, as
         the cosine kNN graph does) or ``"euclidean"`` (the papers' choice; see
         :class:`~scdmac.module.ClusterHead`).
+    input_scaling
+        How the genes of the masked autoencoder's input are weighed: ``"overall"`` (centred, one scale
+        for all genes, as PCA of unscaled log expression) or ``"gene"`` (each gene divided by the
+        standard deviation of its log-normalised expression over all cells and clipped at 10, as
+        ``sc.pp.scale`` before PCA, so genes of rare types weigh as much as the most variable ones).
     latent_key, cluster_key, soft_key
         Where :meth:`train` writes the embedding (``obsm``, default ``"X_scdmac"``), the labels
         (``obs``, default ``"scdmac_cluster"``) and the soft assignments (``obsm``, default
@@ -129,13 +135,19 @@ class SCDMAC(DeepClusteringModel):
         inflation: float = 1.0,
         dof: float = 1.0,
         cluster_metric: Literal["cosine", "euclidean"] = "cosine",
+        input_scaling: Literal["overall", "gene"] = "overall",
         latent_key: str | None = None,
         cluster_key: str | None = None,
         soft_key: str | None = None,
     ):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
-        self.module = self._module_cls(**self._model_inputs(), **self._module_kwargs(locals()))
+        inputs = self._model_inputs()
+        moments = None
+        if input_scaling == "gene":
+            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            moments = log_moments(counts, inputs["gene_indices"], self._input_target(inputs))
+        self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (
             f"SCDMAC model: {n_genes} genes modelled, n_latent={n_latent}, "

@@ -14,7 +14,7 @@ from ..data._preprocess import TARGET_SUM
 from ._heads import ClusterHead, zinb_nll
 from ._inputs import CountInputMixin, covariate_codes
 from ._masked_ae import MaskedAutoencoder, masked_reconstruction_loss
-from ._nn import ScaleNorm, bucket_linear_rows
+from ._nn import ScaleNorm, Standardize, bucket_linear_rows
 from ._staged import StagedLossMixin
 from ._zinb_ae import ZINBAutoencoder
 
@@ -47,8 +47,11 @@ class SCDMACModule(CountInputMixin, StagedLossMixin, BaseModuleClass):
         Total counts each cell is scaled to before ``log1p``; ``None``: the median library size.
     n_latent, n_hidden, n_bottleneck, dropout_rate, denoise, mask_predictor, weighted_reconstruction, \
 mask_ratio, masked_weight, mask_loss_weight, drop_rate, noise_var, swap_rate, depth_decoder, zinb_weight, \
-mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
+mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric, input_scaling
         As for :class:`~scdmac.model.SCDMAC`, where the defaults live.
+    input_moments
+        Per-gene mean and variance of the log-normalised expression over all cells
+        (:func:`~scdmac.data.log_moments`); needed with ``input_scaling="gene"``.
     """
 
     def __init__(
@@ -81,6 +84,8 @@ mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         inflation: float,
         dof: float,
         cluster_metric: Literal["cosine", "euclidean"],
+        input_scaling: Literal["overall", "gene"] = "overall",
+        input_moments: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         super().__init__()
         self.n_input = n_input
@@ -92,8 +97,17 @@ mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
             else None
         )
         self.masked_ae = MaskedAutoencoder(n_genes, n_latent, (n_hidden,), mask_predictor, dropout_rate)
-        # genes centred and brought to one overall scale (running statistics); per-gene scaling would
-        # blow up the tiny residual variation the denoiser leaves in genes without structure
+        # genes centred and brought to one overall scale (running statistics); scaling each gene by the
+        # denoised expression's own spread would blow up the tiny residual variation the denoiser leaves
+        # in genes without structure, so "gene" divides by the spread of the noisy log expression instead
+        if input_scaling == "gene":
+            if input_moments is None:
+                raise ValueError('input_scaling="gene" needs input_moments (per-gene mean, variance).')
+            self.gene_scaling: Standardize | None = Standardize(*input_moments, per_feature=True)
+        elif input_scaling == "overall":
+            self.gene_scaling = None
+        else:
+            raise ValueError(f"input_scaling must be 'overall' or 'gene', not {input_scaling!r}.")
         self.input_norm = ScaleNorm(n_genes)
         self.cluster_head = ClusterHead(0, n_latent, dof=dof, inflation=inflation, metric=cluster_metric)
         self.mask_ratio = mask_ratio
@@ -125,10 +139,13 @@ mask_weight, kmeans_weight, cluster_weight, inflation, dof, cluster_metric
         so the masked autoencoder and the clusters see no sample effect the decoder explained.
         """
         if self.denoiser is None:
-            return self.input_norm(self.split_counts(x, sample)[2])
-        # the denoiser is a fixed input transform unless the clustering objective trains it
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage_weights["cluster"]["zinb"] > 0):
-            x_expr = torch.log1p(self.denoised_scale(x, sample=sample))
+            x_expr = self.split_counts(x, sample)[2]
+        else:
+            # the denoiser is a fixed input transform unless the clustering objective trains it
+            with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage_weights["cluster"]["zinb"] > 0):
+                x_expr = torch.log1p(self.denoised_scale(x, sample=sample))
+        if self.gene_scaling is not None:
+            x_expr = self.gene_scaling(x_expr)
         return self.input_norm(x_expr)
 
     @auto_move_data
