@@ -15,7 +15,7 @@ Methods, all told the true number of types and none told the samples (as in ``ac
 start, ``train(cluster_init="kmeans")``, its default until 2026-12-05), ``pca_kmeans``, ``leiden``
 (resolution 1) and ``leiden_k`` (resolution searched to k). scVI is left out: its default training
 takes minutes per dataset here. Rows go to a CSV as they finish; the summary, a Markdown table, is
-printed and written beside it (``tissue_summary.md``).
+printed and written beside it (``tissue_runs.csv`` → ``tissue_summary.md``; :func:`summary_path`).
 
 Usage::
 
@@ -187,6 +187,15 @@ def summarize(csv: Path) -> str:
     return "\n".join(lines)
 
 
+def summary_path(csv: Path) -> Path:
+    """Where the summary of ``csv`` goes: beside it, "runs" in its name read as "summary".
+
+    ``tissue_runs.csv`` gives ``tissue_summary.md``, so two CSVs in one folder keep their own summaries.
+    """
+    stem = csv.stem.replace("runs", "summary") if "runs" in csv.stem else f"{csv.stem}_summary"
+    return csv.with_name(f"{stem}.md")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -234,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
                     pd.DataFrame([row]).to_csv(args.csv, mode="a", header=not args.csv.exists(), index=False)
     table = summarize(args.csv)
     print(table)
-    args.csv.with_name("tissue_summary.md").write_text(table + "\n")
+    summary_path(args.csv).write_text(table + "\n")
 
 
 if __name__ == "__main__":
