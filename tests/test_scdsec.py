@@ -289,3 +289,14 @@ def test_one_liner_in_scanpy_shape(small):
     assert set(out.obsm) == {"X_sec", "sec_soft"} and "_scdsec_partition" not in out.obs
     assert out.uns["sec"]["params"]["model"] == "SCDSEC" and out.uns["sec"]["params"]["n_clusters"] == 3
     assert out.obsm["X_sec"].shape == (300, 10)
+
+
+def test_fixed_input_scaling_uses_whole_data_moments(small):
+    SCDSEC.setup_anndata(small)
+    for scaling in ("gene", "global"):
+        module = SCDSEC(small, n_clusters=3, input_scaling=scaling, **SMALL_NET).module
+        mean, var = scdmac.data.log_moments(small.X, module.gene_indices.numpy())
+        assert_allclose(module.input_norm.mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+        # "gene" divides each gene by its own spread, "global" all by the root mean variance
+        expected = np.sqrt(var) if scaling == "gene" else np.full_like(var, np.sqrt(var.mean()))
+        assert_allclose(module.input_norm.scale.numpy(), expected, rtol=1e-5, atol=1e-6)

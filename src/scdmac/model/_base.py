@@ -44,6 +44,7 @@ from ..data._preprocess import (
     TARGET_SUM,
     in_memory,
     library_size,
+    log_moments,
     normalization_target,
     pca,
     random_rows,
@@ -281,6 +282,14 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     def _input_target(inputs: dict) -> float:
         """The total counts the module built from ``inputs`` (:meth:`_model_inputs`) will scale each cell to."""
         return inputs["median_library"] if inputs["target_sum"] is None else float(inputs["target_sum"])
+
+    def _input_moments(self, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """Per-gene mean and variance over all cells of the log expression a module built from ``inputs`` reads.
+
+        For a module's input scaling fixed before training (:func:`~scdmac.data.log_moments`).
+        """
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        return log_moments(counts, inputs["gene_indices"], self._input_target(inputs))
 
     def _normalization_target(self) -> float:
         """Total counts the trained module scales each cell to before ``log1p`` (see ``setup_anndata``)."""

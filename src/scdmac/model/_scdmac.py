@@ -12,10 +12,9 @@ import torch
 from anndata import AnnData
 from scvi.utils import setup_anndata_dsp
 
-from .._constants import REGISTRY_KEYS
 from ..data._graph import KnnMethod
 from ..data._loaders import BatchKind
-from ..data._preprocess import TARGET_SUM, log_moments
+from ..data._preprocess import TARGET_SUM
 from ..module._scdmac import SCDMACModule
 from ..train import Stage
 from ._base import DeepClusteringModel
@@ -143,10 +142,7 @@ class SCDMAC(DeepClusteringModel):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
         inputs = self._model_inputs()
-        moments = None
-        if input_scaling == "gene":
-            counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            moments = log_moments(counts, inputs["gene_indices"], self._input_target(inputs))
+        moments = self._input_moments(inputs) if input_scaling == "gene" else None
         self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (

@@ -15,7 +15,7 @@ from scvi.utils import setup_anndata_dsp
 from .._constants import REGISTRY_KEYS
 from ..data._graph import KnnMethod
 from ..data._loaders import read_rows
-from ..data._preprocess import TARGET_SUM, log_moments
+from ..data._preprocess import TARGET_SUM
 from ..data._validate import check_indices
 from ..module._scdsec import SCDSECModule
 from ..train import Stage
@@ -118,10 +118,7 @@ class SCDSEC(DeepClusteringModel):
         super().__init__(adata)
         self._init_common(adata, n_clusters, (latent_key, cluster_key, soft_key))
         inputs = self._model_inputs()
-        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-        moments = None
-        if input_scaling != "batch":
-            moments = log_moments(counts, inputs["gene_indices"], self._input_target(inputs))
+        moments = None if input_scaling == "batch" else self._input_moments(inputs)
         self.module = self._module_cls(**inputs, **self._module_kwargs(locals()), input_moments=moments)
         n_genes = len(self.module.gene_indices)
         self._model_summary_string = (
