@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from accuracy import DEFAULT_DATA, SPLIT
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CSV = HERE / "results" / "tissue_runs.csv"
@@ -66,7 +67,7 @@ RESAMPLED = {
     "bladder_skewed": "mouse_bladder_han_2100",
     "paul15_skewed": "paul15_myeloid",
 }
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
+assert set(RESAMPLED.values()) <= set(SPLIT["tuning"]), "redraw only tuning-half files"
 #: a redrawn type keeps at least this many cells (or all it has)
 MIN_TYPE_CELLS = 30
 METHODS = ["scdmac", "scdsec", "scdsec_kmeans_start", "pca_kmeans", "leiden", "leiden_k"]
