@@ -160,6 +160,7 @@ def pretrain(model, **train_kwargs) -> tuple[np.ndarray, np.ndarray, float]:
     pretrained embedding, the same in the clustering head's geometry (directions for the cosine metric)
     and the training time.
     """
+    import scvi
     import torch
 
     t0 = time.perf_counter()
@@ -168,7 +169,7 @@ def pretrain(model, **train_kwargs) -> tuple[np.ndarray, np.ndarray, float]:
     seconds = time.perf_counter() - t0
     head = model.module.cluster_head
     z = torch.from_numpy(model.get_latent_representation())
-    head.fit_radius(z)
+    head.fit_sphere(z, model.init_params_["non_kwargs"]["n_clusters"], random_state=scvi.settings.seed)
     return z.numpy(), head.project(z).numpy(), seconds
 
 

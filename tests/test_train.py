@@ -113,7 +113,7 @@ def test_cosine_head_sees_directions_only():
 
     head = ClusterHead(2, 3, metric="cosine")
     z = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.5]])
-    head.fit_radius(z)
+    head.fit_sphere(z)
     assert head.radius.item() == 1.0  # the median length
     head.reset(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
     # rescaling cells changes nothing: only their directions count
@@ -123,6 +123,44 @@ def test_cosine_head_sees_directions_only():
     euclid = ClusterHead(2, 3)
     euclid.reset(head.centers.detach())
     assert not torch.allclose(euclid.soft_assignment(z), euclid.soft_assignment(z * 3))
+
+
+def test_cosine_sphere_is_centred_on_the_groups_not_on_the_cells():
+    from scdmac.module import ClusterHead
+
+    # a type of 900 cells near (0, 0) and two of 50 near (4, 0) and (0, 4): the cells' mean lies
+    # inside the large type, the mean of three k-means centres well outside it
+    gen = torch.Generator().manual_seed(0)
+    z = torch.cat(
+        [
+            0.3 * torch.randn(900, 2, generator=gen),
+            torch.tensor([4.0, 0.0]) + 0.3 * torch.randn(50, 2, generator=gen),
+            torch.tensor([0.0, 4.0]) + 0.3 * torch.randn(50, 2, generator=gen),
+        ]
+    )
+    head = ClusterHead(0, 2, metric="cosine")
+    head.fit_sphere(z, n_clusters=3)
+    torch.testing.assert_close(head.origin, torch.tensor([4.0, 4.0]) / 3, atol=0.1, rtol=0)
+    # seen from there the large type is one narrow bundle of directions; seen from the origin, every direction
+    large = head.project(z[:900]) / head.radius
+    assert large.mean(0).norm() > 0.95
+    head.fit_sphere(z)
+    assert head.origin.abs().max() == 0 and (head.project(z[:900]) / head.radius).mean(0).norm() < 0.5
+    # a Euclidean head has no sphere to place
+    euclid = ClusterHead(0, 2)
+    euclid.fit_sphere(z, n_clusters=3)
+    assert euclid.origin.abs().max() == 0 and euclid.radius.item() == 1.0
+
+
+def test_cosine_head_saved_without_a_centre_loads_with_the_origin():
+    from scdmac.module import ClusterHead
+
+    head = ClusterHead(3, 2, metric="cosine")
+    head.origin.fill_(1.0)
+    # a model saved before the sphere had a centre: its state has centres and radius only
+    older = {"centers": torch.ones(4, 2), "radius": torch.tensor(2.0)}
+    head.load_state_dict(older)
+    assert head.n_clusters == 4 and head.radius.item() == 2.0 and head.origin.abs().max() == 0
 
 
 def test_cluster_head_bad_metric():

@@ -830,14 +830,16 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         from sklearn.cluster import KMeans
 
         head = self.module.cluster_head
-        z = self._embed_all()
-        head.fit_radius(z)
-        # centres are found where the head measures distances (directions, for metric="cosine")
-        z = head.project(z.to(head.radius.device)).cpu().numpy()
+        embedding = self._embed_all().to(head.radius.device)
         seed = _seed()
         if n_clusters is None:
-            n_clusters = estimate_n_clusters(z, random_state=seed)
+            # counted on directions from the embedding's own origin; the sphere is then placed for that many
+            head.fit_sphere(embedding)
+            n_clusters = estimate_n_clusters(head.project(embedding).cpu().numpy(), random_state=seed)
             logger.info("Estimated %d clusters from the pretrained embedding.", n_clusters)
+        head.fit_sphere(embedding, n_clusters, random_state=seed)
+        # centres are found where the head measures distances (directions, for metric="cosine")
+        z = head.project(embedding).cpu().numpy()
         labels = None
         if method == "leiden":
             # the centres are the communities' means, which a random sample gives as well as all cells;

@@ -37,7 +37,8 @@ class SCDMAC(DeepClusteringModel):
        KL(P‖Q) refine embedding and centres jointly, with the masked loss kept as a regulariser,
        until fewer than ``tol`` of the cells change cluster between target refreshes. Distances are
        measured between the embedding's directions (``cluster_metric="cosine"``, the geometry of the
-       cosine kNN graph; ``"euclidean"`` is the papers' choice).
+       cosine kNN graph; ``"euclidean"`` is the papers' choice), seen from the mean of k-means
+       centres so that a type holding most cells is not cut (:meth:`~scdmac.module.ClusterHead.fit_sphere`).
 
     Parameters
     ----------
@@ -84,9 +85,9 @@ class SCDMAC(DeepClusteringModel):
     cluster_metric
         Where the clustering stage measures distances: ``"cosine"`` (the embedding's directions, as
         the cosine kNN graph does) or ``"euclidean"`` (the papers' choice; see
-        :class:`~scdmac.module.ClusterHead`). Euclidean distances did better on real cells where one type
-        holds a third or more of the cells, directions on the nearly balanced benchmark files (method
-        notes, "The clustering geometry on the redrawn sets").
+        :class:`~scdmac.module.ClusterHead`). Euclidean distances still did better on real cells where one
+        type holds a third or more of the cells, directions on the nearly balanced benchmark files and
+        simulated tissue (method notes, "The sphere's centre").
     input_scaling
         How the genes of the masked autoencoder's input are weighed: ``"overall"`` (centred, one scale
         for all genes, as PCA of unscaled log expression) or ``"gene"`` (each gene divided by the

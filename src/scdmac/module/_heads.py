@@ -7,7 +7,11 @@ import torch.nn.functional as F
 from scvi.distributions import ZeroInflatedNegativeBinomial
 from torch import nn
 
+from ..data._preprocess import random_rows
 from ._nn import full_precision
+
+#: cells drawn at random to place the cosine head's sphere (its centre is a mean of k-means centres)
+SPHERE_SAMPLE_CELLS = 50_000
 
 
 class ZINBHead(nn.Module):
@@ -73,11 +77,13 @@ class ClusterHead(nn.Module):
         Sharpening exponent ``α`` of the soft k-means weights.
     metric
         ``"euclidean"``: centres and distances in the embedding itself. ``"cosine"``: in the embedding
-        projected onto a sphere (each cell's direction, scaled to a common ``radius``), so that only
-        directions count, as for a cosine kNN graph; the radius keeps distances on the embedding's scale.
+        projected onto a sphere (each cell's direction seen from the sphere's ``origin``, scaled to a
+        common ``radius``), so that only directions count, as for a cosine kNN graph; the radius keeps
+        distances on the embedding's scale. :meth:`fit_sphere` places both.
     """
 
     radius: torch.Tensor
+    origin: torch.Tensor
 
     def __init__(
         self,
@@ -94,8 +100,10 @@ class ClusterHead(nn.Module):
         self.inflation = inflation
         self.metric = metric
         self.centers = nn.Parameter(torch.zeros(n_clusters, n_latent))
-        # the sphere's radius for metric="cosine", set from the embedding by fit_radius (saved with the model)
+        # the sphere's radius and centre for metric="cosine", set from the embedding by fit_sphere (saved
+        # with the model)
         self.register_buffer("radius", torch.tensor(1.0))
+        self.register_buffer("origin", torch.zeros(n_latent))
 
     @property
     def n_clusters(self) -> int:
@@ -107,22 +115,53 @@ class ClusterHead(nn.Module):
         saved = state_dict.get(prefix + "centers")
         if saved is not None and saved.shape != self.centers.shape:
             self.reset(torch.zeros_like(saved))
+        # models saved before the sphere had a centre measured directions from the embedding's origin
+        if saved is not None and prefix + "origin" not in state_dict:
+            state_dict[prefix + "origin"] = torch.zeros_like(self.origin)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self, centers: torch.Tensor) -> None:
         """Replace the centres (and their number) by ``centers``."""
         self.centers = nn.Parameter(torch.as_tensor(centers, dtype=torch.float32, device=self.centers.device))
 
-    def fit_radius(self, z: torch.Tensor) -> None:
-        """For ``metric="cosine"``: make the sphere's radius the median length of the embedding ``z``."""
-        if self.metric == "cosine":
-            self.radius.fill_(float(z.norm(dim=-1).median()))
+    @torch.no_grad()
+    def fit_sphere(self, z: torch.Tensor, n_clusters: int | None = None, random_state: int = 0) -> None:
+        """For ``metric="cosine"``: place the sphere's centre and radius from the pretrained embedding ``z``.
+
+        The centre is the unweighted mean of the centres of a k-means partition of ``z`` into
+        ``n_clusters`` groups (the embedding's own origin when ``n_clusters`` is ``None``), so that
+        each group counts once, whatever its size. A type holding half the cells pulls the cells'
+        mean, and with it the embedding's origin, towards itself; seen from there, scaling its
+        directions to a common radius spreads the type out until k-means cuts it. The radius is the
+        median distance of the cells from the centre.
+
+        Parameters
+        ----------
+        z
+            Embedding of every cell.
+        n_clusters
+            Number of k-means groups whose centres place the sphere's centre.
+        random_state
+            Seed of the k-means (on at most 50,000 cells drawn at random: the centre is a mean).
+        """
+        if self.metric != "cosine":
+            return
+        self.origin.zero_()
+        if n_clusters is not None and n_clusters > 1:
+            from sklearn.cluster import KMeans
+
+            cells = z.detach().cpu().float().numpy()
+            if len(cells) > SPHERE_SAMPLE_CELLS:
+                cells = cells[random_rows(len(cells), SPHERE_SAMPLE_CELLS, random_state)]
+            centers = KMeans(n_clusters, n_init=20, random_state=random_state).fit(cells).cluster_centers_
+            self.origin.copy_(torch.as_tensor(centers.mean(0), dtype=self.origin.dtype))
+        self.radius.fill_(float((z.to(self.origin.device) - self.origin).norm(dim=-1).median()))
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
-        """The space the centres live in: ``z`` itself, or its directions scaled to ``radius`` (in float32)."""
+        """The centres' space: ``z`` itself, or its directions from ``origin`` scaled to ``radius`` (float32)."""
         z = full_precision(z)  # distances to the centres in float32, also under mixed-precision autocast
         if self.metric == "cosine":
-            return self.radius * F.normalize(z, dim=-1)
+            return self.radius * F.normalize(z - self.origin, dim=-1)
         return z
 
     def squared_distances(self, z: torch.Tensor) -> torch.Tensor:
