@@ -18,12 +18,9 @@ pytestmark = [
         ("SCDMAC", "pbmc_10x_4k_top2000"),
         ("SCDMAC", "paul15_myeloid"),
         ("SCDMAC", "worm_neuron_cao"),
-        # a known gap (benchmarks/results/accuracy_summary.md): strict, so it is noticed once it closes
-        pytest.param(
-            "SCDMAC",
-            "mouse_bladder_han_top2000",
-            marks=pytest.mark.xfail(strict=True, reason="SCDMAC trails PCA+KMeans on the bladder atlas"),
-        ),
+        # seed 0 clears the bar since the clustering sphere is centred on the groups (0.676 against 0.605);
+        # the three-seed mean still trails PCA+KMeans (benchmarks/results/accuracy_summary.md)
+        ("SCDMAC", "mouse_bladder_han_top2000"),
         ("SCDSEC", "human_kidney_young_top2000"),
         ("SCDSEC", "pollen_fluidigm130"),
         ("SCDSEC", "worm_neuron_cao"),
