@@ -365,3 +365,23 @@ def test_the_search_stays_on_scikit_learn_without_a_gpu(monkeypatch):
     X = np.random.default_rng(8).normal(size=(50, 4)).astype(np.float32)
     assert _graph.NeighborIndex(X, device="auto").device is None
     assert _graph.NeighborIndex(X, device=None).device is None
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse", "dense"])
+def test_unit_variance_gives_every_gene_the_same_spread(sparse):
+    from scdmac.data._preprocess import unit_variance
+
+    rng = np.random.default_rng(0)
+    X = rng.poisson(rng.gamma(1.0, 2.0, 6), (200, 6)).astype(np.float32)
+    X[:, 2] = 3.0  # no variance: left as it is
+    scaled, scales = unit_variance(sp.csr_matrix(X) if sparse else X)
+    assert sp.issparse(scaled) == sparse
+    dense = scaled.toarray() if sparse else scaled
+    varying = [0, 1, 3, 4, 5]
+    np.testing.assert_allclose(dense[:, varying].std(axis=0), 1.0, rtol=1e-4)
+    np.testing.assert_allclose(dense[:, 2], 3.0)
+    np.testing.assert_allclose(scales[varying], X[:, varying].std(axis=0), rtol=1e-4)
+    # given scales (the training cells'), new rows are divided by them and not by their own spread
+    again, same = unit_variance(X[:10], scales)
+    np.testing.assert_allclose(again, X[:10] / scales, rtol=1e-6)
+    assert same is scales

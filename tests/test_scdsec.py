@@ -300,3 +300,24 @@ def test_fixed_input_scaling_uses_whole_data_moments(small):
         # "gene" divides each gene by its own spread, "global" all by the root mean variance
         expected = np.sqrt(var) if scaling == "gene" else np.full_like(var, np.sqrt(var.mean()))
         assert_allclose(module.input_norm.scale.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_graph_on_scaled_genes_is_used_for_new_cells_too(small):
+    from scdmac.model._placement import _Reference
+
+    plain, scaled = small.copy(), small.copy()
+    SCDSEC.setup_anndata(plain, layer="counts", partition_size=64)
+    SCDSEC.setup_anndata(scaled, layer="counts", partition_size=64, scale_genes=True)
+    # the option changes whose neighbours a cell gets
+    assert (plain.obsm["_scdsec_neighbors"] != scaled.obsm["_scdsec_neighbors"]).any()
+    scvi.settings.seed = 0
+    model = SCDSEC(scaled, n_clusters=3, **SMALL_NET)
+    model.train(**FAST_TRAIN)
+    reference = _Reference.build(model)
+    assert reference.gene_scales is not None and reference.gene_scales.shape == (len(model.module.gene_indices),)
+    # training cells placed as new cells find the neighbours setup gave them, on the same scaled genes
+    counts = scaled.layers["counts"]
+    found = reference.neighbors_of(counts, model.module.gene_indices.numpy())
+    given = scaled.obsm["_scdsec_neighbors"]
+    shared = np.mean([len(set(a) & set(b)) / given.shape[1] for a, b in zip(found, given, strict=True)])
+    assert shared >= 0.85

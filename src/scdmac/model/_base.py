@@ -50,6 +50,7 @@ from ..data._preprocess import (
     random_rows,
     sample_log_shift,
     selected_log_expression,
+    unit_variance,
 )
 from ..data._validate import (
     check_counts,
@@ -184,11 +185,13 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         categorical_covariate_keys: Sequence[str] | None = None,
         pcs_above_noise: bool = False,
         target_sum: float | None = TARGET_SUM,
+        scale_genes: bool = False,
         **kwargs,
     ) -> None:
         """Validate counts, select genes, build the kNN graph and register the fields.
 
         Cells are log-normalised to ``target_sum`` total counts (``None``: the median library size).
+        With ``scale_genes``, each selected gene is divided by its standard deviation before PCA.
 
         With ``partition_size``, cells are also grouped for subgraph minibatches
         (:func:`~scdmac.data.partition_cells`) and the groups registered. With ``batch_key``, the
@@ -220,6 +223,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             )
             check_modelled_genes(log_selected, int(hvg.sum()))
         with _timed("PCA"):
+            if scale_genes:
+                log_selected = unit_variance(log_selected)[0]
             pcs = pca(log_selected, n_pcs, random_state=seed, above_noise=pcs_above_noise)
         if pcs_above_noise and pcs.shape[1] < min(n_pcs, log_selected.shape[0] - 1, log_selected.shape[1] - 1):
             logger.info(

@@ -11,7 +11,7 @@ import torch
 
 from .._constants import REGISTRY_KEYS
 from ..data._graph import BalancedIndex, KnnMethod, NeighborIndex, _to_torch
-from ..data._preprocess import CovariancePCA, fit_pca, log_expression
+from ..data._preprocess import CovariancePCA, fit_pca, log_expression, unit_variance
 
 if TYPE_CHECKING:
     from sklearn.decomposition import PCA
@@ -42,6 +42,9 @@ class _Reference:
         (what a neighbour passes on).
     target_sum
         Total counts each cell is scaled to before ``log1p`` (the model's, for new cells too).
+    gene_scales
+        Each modelled gene's standard deviation over the training cells, by which it was divided
+        before PCA (``None`` when setup did not scale genes).
     index
         The neighbour search over ``components`` (built on the first query, then kept).
     """
@@ -55,6 +58,7 @@ class _Reference:
     degrees: np.ndarray
     products: list[torch.Tensor]
     target_sum: float
+    gene_scales: np.ndarray | None = None
     #: the neighbour search over ``components``, built on the first query
     index: NeighborIndex | BalancedIndex | None = None
 
@@ -67,9 +71,13 @@ class _Reference:
         counts = model.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         genes = model.module.gene_indices.cpu().numpy()
         target = model._normalization_target()
+        log_selected = log_expression(counts, genes, target)
+        gene_scales = None
+        if args.get("scale_genes", False):
+            log_selected, gene_scales = unit_variance(log_selected)
         # models saved before pcs_above_noise existed built their graph on all n_pcs components
         components, pca = fit_pca(
-            log_expression(counts, genes, target),
+            log_selected,
             args["n_pcs"],
             random_state=_seed(),
             above_noise=args.get("pcs_above_noise", False),
@@ -94,11 +102,15 @@ class _Reference:
             degrees=degrees.astype(np.float32),
             products=[p.cpu() for p in products],
             target_sum=target,
+            gene_scales=gene_scales,
         )
 
     def neighbors_of(self, counts, gene_indices: np.ndarray) -> np.ndarray:
         """Each new cell's nearest training cells (balanced across samples as the training graph was)."""
-        coords = self.pca.transform(log_expression(counts, gene_indices, self.target_sum)).astype(np.float32)
+        log_selected = log_expression(counts, gene_indices, self.target_sum)
+        if self.gene_scales is not None:
+            log_selected = unit_variance(log_selected, self.gene_scales)[0]
+        coords = self.pca.transform(log_selected).astype(np.float32)
         if self.index is None:
             # built on the first query and kept: an approximate index of a large reference costs minutes
             if self.samples is None:

@@ -144,6 +144,7 @@ class SCDSEC(DeepClusteringModel):
         metric: Literal["euclidean", "cosine"] = "euclidean",
         knn_method: KnnMethod = "auto",
         target_sum: float | None = TARGET_SUM,
+        scale_genes: bool = False,
         **kwargs,
     ) -> None:
         """Register raw counts, select genes, build the Euclidean kNN graph and group cells for minibatches.
@@ -191,6 +192,9 @@ class SCDSEC(DeepClusteringModel):
             ``None``: the median library size (Scanpy's ``normalize_total`` default), which keeps less of
             a cell's sequencing depth in its log expression (method notes, "Sequencing depth in the
             embeddings").
+        scale_genes
+            Divide each selected gene's log expression by its standard deviation before PCA (as
+            ``sc.pp.scale`` does), so that the graph weighs genes alike rather than by their variance.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(
@@ -206,6 +210,7 @@ class SCDSEC(DeepClusteringModel):
             knn_method=knn_method,
             pcs_above_noise=pcs_above_noise,
             target_sum=target_sum,
+            scale_genes=scale_genes,
             batch_key=batch_key,
             categorical_covariate_keys=categorical_covariate_keys,
             **kwargs,
