@@ -374,14 +374,15 @@ def test_unit_variance_gives_every_gene_the_same_spread(sparse):
     rng = np.random.default_rng(0)
     X = rng.poisson(rng.gamma(1.0, 2.0, 6), (200, 6)).astype(np.float32)
     X[:, 2] = 3.0  # no variance: left as it is
-    scaled, scales = unit_variance(sp.csr_matrix(X) if sparse else X)
+    scaled, scaler = unit_variance(sp.csr_matrix(X) if sparse else X)
+    scales = scaler.scale_
     assert sp.issparse(scaled) == sparse
     dense = scaled.toarray() if sparse else scaled
     varying = [0, 1, 3, 4, 5]
     np.testing.assert_allclose(dense[:, varying].std(axis=0), 1.0, rtol=1e-4)
     np.testing.assert_allclose(dense[:, 2], 3.0)
     np.testing.assert_allclose(scales[varying], X[:, varying].std(axis=0), rtol=1e-4)
-    # given scales (the training cells'), new rows are divided by them and not by their own spread
-    again, same = unit_variance(X[:10], scales)
+    # given the training cells' scaler, new rows are divided by its deviations and not by their own spread
+    again, same = unit_variance(X[:10], scaler)
     np.testing.assert_allclose(again, X[:10] / scales, rtol=1e-6)
-    assert same is scales
+    assert same is scaler

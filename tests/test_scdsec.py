@@ -314,7 +314,8 @@ def test_graph_on_scaled_genes_is_used_for_new_cells_too(small):
     model = SCDSEC(scaled, n_clusters=3, **SMALL_NET)
     model.train(**FAST_TRAIN)
     reference = _Reference.build(model)
-    assert reference.gene_scales is not None and reference.gene_scales.shape == (len(model.module.gene_indices),)
+    assert reference.gene_scaler is not None
+    assert reference.gene_scaler.scale_.shape == (len(model.module.gene_indices),)
     # training cells placed as new cells find the neighbours setup gave them, on the same scaled genes
     counts = scaled.layers["counts"]
     found = reference.neighbors_of(counts, model.module.gene_indices.numpy())

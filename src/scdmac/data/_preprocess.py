@@ -184,26 +184,25 @@ def fit_pca(X, n_comps: int, random_state: int | None, above_noise: bool = False
     return model.fit_transform(X).astype(np.float32), model
 
 
-def unit_variance(X, scales: np.ndarray | None = None) -> tuple[sp.csr_matrix | np.ndarray, np.ndarray]:
-    """Each gene (column) of ``X`` divided by its standard deviation over the cells, and those deviations.
+def unit_variance(X, scaler=None):
+    """Each gene (column) of ``X`` divided by its standard deviation over the cells, and the fitted scaler.
 
     What ``sc.pp.scale`` does before PCA, without its centring (PCA centres) or clipping, so a sparse
-    matrix stays sparse. Genes without variance keep scale 1. With ``scales``, those are used instead
-    (to place new cells as the training cells were).
+    matrix stays sparse: scikit-learn's ``StandardScaler(with_mean=False)``, which leaves genes without
+    variance as they are. With ``scaler`` (fitted on the training cells), new cells are divided by its
+    deviations instead of their own.
+
+    Returns
+    -------
+    scaled, scaler
+        ``X`` scaled (sparse when ``X`` is), and the :class:`~sklearn.preprocessing.StandardScaler`
+        whose ``scale_`` holds the deviations.
     """
-    if scales is None:
-        if sp.issparse(X):
-            mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-            mean_sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-            variance = np.clip(mean_sq - mean**2, 0.0, None)
-        else:
-            variance = np.asarray(X, dtype=np.float64).var(axis=0)
-        scales = np.sqrt(variance)
-        scales[scales == 0] = 1.0
-    inverse = (1.0 / scales).astype(np.float32)
-    if sp.issparse(X):
-        return sp.csr_matrix(X @ sp.diags(inverse)), scales
-    return np.asarray(X) * inverse, scales
+    from sklearn.preprocessing import StandardScaler
+
+    if scaler is None:
+        scaler = StandardScaler(with_mean=False).fit(X)
+    return scaler.transform(X), scaler
 
 
 def centred_gram(X, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from ..data._preprocess import CovariancePCA, fit_pca, log_expression, unit_vari
 
 if TYPE_CHECKING:
     from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
 
     from ._scdsec import SCDSEC
 
@@ -42,9 +43,9 @@ class _Reference:
         (what a neighbour passes on).
     target_sum
         Total counts each cell is scaled to before ``log1p`` (the model's, for new cells too).
-    gene_scales
-        Each modelled gene's standard deviation over the training cells, by which it was divided
-        before PCA (``None`` when setup did not scale genes).
+    gene_scaler
+        Divides each modelled gene by its standard deviation over the training cells, as setup did
+        before PCA (``None`` when setup did not scale genes; see :func:`~scdmac.data._preprocess.unit_variance`).
     index
         The neighbour search over ``components`` (built on the first query, then kept).
     """
@@ -58,7 +59,7 @@ class _Reference:
     degrees: np.ndarray
     products: list[torch.Tensor]
     target_sum: float
-    gene_scales: np.ndarray | None = None
+    gene_scaler: StandardScaler | None = None
     #: the neighbour search over ``components``, built on the first query
     index: NeighborIndex | BalancedIndex | None = None
 
@@ -72,9 +73,9 @@ class _Reference:
         genes = model.module.gene_indices.cpu().numpy()
         target = model._normalization_target()
         log_selected = log_expression(counts, genes, target)
-        gene_scales = None
+        gene_scaler = None
         if args.get("scale_genes", False):
-            log_selected, gene_scales = unit_variance(log_selected)
+            log_selected, gene_scaler = unit_variance(log_selected)
         # models saved before pcs_above_noise existed built their graph on all n_pcs components
         components, pca = fit_pca(
             log_selected,
@@ -102,14 +103,14 @@ class _Reference:
             degrees=degrees.astype(np.float32),
             products=[p.cpu() for p in products],
             target_sum=target,
-            gene_scales=gene_scales,
+            gene_scaler=gene_scaler,
         )
 
     def neighbors_of(self, counts, gene_indices: np.ndarray) -> np.ndarray:
         """Each new cell's nearest training cells (balanced across samples as the training graph was)."""
         log_selected = log_expression(counts, gene_indices, self.target_sum)
-        if self.gene_scales is not None:
-            log_selected = unit_variance(log_selected, self.gene_scales)[0]
+        if self.gene_scaler is not None:
+            log_selected = unit_variance(log_selected, self.gene_scaler)[0]
         coords = self.pca.transform(log_selected).astype(np.float32)
         if self.index is None:
             # built on the first query and kept: an approximate index of a large reference costs minutes
