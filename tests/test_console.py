@@ -75,6 +75,10 @@ def test_validation_every_n_epochs_and_plateau_on_validation(_split_cells):
         max_epochs=4, stages="denoise", validation_size=0.2, check_val_every_n_epoch=2, enable_progress_bar=False
     )
     assert len(model.history["denoise_validation_loss"]) == 2
+    # the split is kept on the model, as scvi-tools keeps it
+    train, val = model.train_indices, model.validation_indices
+    assert len(train) + len(val) == adata.n_obs and len(val) == round(0.2 * adata.n_obs)
+    assert not set(train) & set(val)
 
 
 def test_split_sizes_are_checked_before_training(_split_cells):

@@ -11,6 +11,7 @@ from scdmac.data import (
     NeighborBatchSampler,
     adjacency,
     augment_expression,
+    balanced_knn,
     knn,
     mask_with_shuffled,
     normalized_adjacency,
@@ -53,6 +54,16 @@ def test_adjacency_sparse_symmetric_normalised():
     assert sp.issparse(N) and np.allclose(N.toarray(), N.toarray().T)
     d = np.asarray((A + sp.identity(4)).sum(1)).ravel()
     assert np.isclose(N[0, 1], 1 / np.sqrt(d[0] * d[1]))
+
+
+def test_a_small_samples_padded_neighbours_are_one_edge():
+    # a sample of 3 cells cannot give 5 neighbours: its last one is repeated, and must not weigh more
+    X = np.random.default_rng(0).normal(size=(40, 5)).astype(np.float32)
+    idx, _ = balanced_knn(X, np.array([0] * 37 + [1] * 3), 10)
+    assert (idx[0] == idx[0, -1]).sum() > 1
+    A = adjacency(idx)
+    assert set(np.unique(A.data)) == {1.0}
+    assert adjacency(idx, symmetric=False)[0].nnz == len(np.unique(idx[0]))
 
 
 def test_neighbor_sampler_and_collate_pair_cells_with_neighbours():

@@ -179,3 +179,18 @@ def test_relative_plateau_stops_after_patience_epochs_without_relative_gain():
     assert _run_plateau([5.0] * 6, rel_tol=1e-3, patience=2, min_epochs=5) == 5
     with pytest.raises(ValueError, match="patience"):
         RelativePlateau("loss", patience=0)
+
+
+def test_relative_plateau_counts_only_epochs_where_the_metric_was_computed():
+    # a validation loss checked every 5th epoch stays in callback_metrics in between: those epochs say
+    # nothing, so three checks without gain (not three epochs) end the run
+    stop = RelativePlateau("val", rel_tol=1e-3, patience=3, min_epochs=1)
+    trainer = SimpleNamespace(callback_metrics={}, current_epoch=0, should_stop=False)
+    for epoch in range(40):
+        if epoch % 5 == 0:
+            trainer.callback_metrics["val"] = torch.tensor(10.0)
+        trainer.current_epoch = epoch
+        stop.on_train_epoch_end(trainer, None)
+        if trainer.should_stop:
+            break
+    assert trainer.current_epoch == 15

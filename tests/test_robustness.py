@@ -164,6 +164,20 @@ def test_an_anndata_that_was_not_set_up_is_mapped_as_a_query(trained, small):
     assert "_scdmac_neighbors" not in small.obsm
 
 
+def test_one_query_serves_two_models_in_turn(trained, small):
+    # mapping new cells onto a second model must not take them away from the first
+    SCDMAC.setup_anndata(small, layer="counts")
+    scvi.settings.seed = 1
+    other = SCDMAC(small, n_clusters=3)
+    other.train(**ONE_EPOCH)
+    query = small[:50].copy()  # a copy of other's training data: it carries that AnnData's uuid
+    first = trained.predict(adata=query)
+    second = other.predict(adata=query)
+    np.testing.assert_array_equal(trained.predict(adata=query), first)
+    np.testing.assert_array_equal(other.predict(adata=query), second)
+    np.testing.assert_array_equal(second, other.predict()[:50])
+
+
 # ---- save and load -------------------------------------------------------------------------------------
 def test_save_into_a_file_path_is_refused(trained, tmp_path):
     target = tmp_path / "model"
@@ -178,6 +192,9 @@ def test_load_names_missing_folders_and_files(trained, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="holds no model.pt"):
         SCDMAC.load(tmp_path / "empty", adata=trained.adata)
+    trained.save(tmp_path / "weights_only")
+    with pytest.raises(ValueError, match=r"holds no AnnData.*save_anndata=True.*adata=adata"):
+        SCDMAC.load(tmp_path / "weights_only")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip_middle"])

@@ -161,6 +161,20 @@ def test_query_genes_are_matched_by_name(mapped, halves):
     assert model.predict(padded).shape == (query.n_obs,)
 
 
+def test_a_query_changed_in_place_is_read_anew(mapped, halves):
+    # the reordered copy a query is read through must follow the query's own counts and samples
+    model, _ = mapped
+    order = np.random.default_rng(3).permutation(halves[1].n_vars)
+    query = halves[1][:, order].copy()
+    first = model.get_latent_representation(query)
+    other = halves[0][: query.n_obs, order].copy()
+    query.layers["counts"] = other.layers["counts"].copy()
+    replaced = model.get_latent_representation(query)
+    assert not np.allclose(replaced, first)
+    query.obs["sample"] = other.obs["sample"].to_numpy()
+    np.testing.assert_array_equal(model.get_latent_representation(query), model.get_latent_representation(other))
+
+
 def test_query_samples_must_be_training_samples(mapped, halves):
     model, _ = mapped
     query = halves[1].copy()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -59,6 +61,54 @@ def test_all_zero_genes_are_not_used(small):
 def test_missing_layer(small, model_cls):
     with pytest.raises(KeyError, match="Layer 'raw' not found.*available: 'counts'"):
         model_cls.setup_anndata(small, layer="raw")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_latent": 0}, "n_latent must be an integer of at least 1"),
+        ({"dropout_rate": 1.0}, r"dropout_rate is a share and must lie in \[0, 1\)"),
+    ],
+)
+def test_bad_network_arguments_are_refused_before_training(small, model_cls, kwargs, match):
+    model_cls.setup_anndata(small)
+    with pytest.raises(ValueError, match=match):
+        model_cls(small, n_clusters=3, **kwargs)
+
+
+def test_model_specific_network_arguments_are_checked(small):
+    SCDMAC.setup_anndata(small)
+    with pytest.raises(ValueError, match="mask_ratio is a share"):
+        SCDMAC(small, n_clusters=3, mask_ratio=1.5)
+    SCDSEC.setup_anndata(small)
+    with pytest.raises(ValueError, match="hidden_widths must be a non-empty sequence"):
+        SCDSEC(small, n_clusters=3, hidden_widths=[])
+    with pytest.raises(ValueError, match="each of hidden_widths must be an integer of at least 1"):
+        SCDSEC(small, n_clusters=3, hidden_widths=(64, 0))
+
+
+def test_a_misspelt_training_argument_is_named_before_any_work(small, model_cls, monkeypatch):
+    model_cls.setup_anndata(small)
+    model = model_cls(small, n_clusters=3)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_epoch'.*Did you mean 'max_epochs'"):
+        model.train(max_epoch=2)
+    assert not model.is_trained_
+    # the one-liner refuses it before setup runs
+    monkeypatch.setattr(model_cls, "setup_anndata", lambda *a, **k: pytest.fail("setup ran"))
+    one_liner = scdmac.tl.scdmac if model_cls is SCDMAC else scdmac.tl.scdsec
+    with pytest.raises(TypeError, match="'max_epoch'"):
+        one_liner(small, n_clusters=3, train_kwargs={"max_epoch": 2})
+
+
+def test_samples_too_small_to_centre_are_named(small, model_cls):
+    # centring a one-cell sample on its own mean leaves it nothing of its own
+    small.obs["donor"] = ["big"] * 297 + ["tiny", "tiny", "single"]
+    with pytest.warns(UserWarning, match=r"2 sample\(s\) of adata.obs\['donor'\].*'tiny' \(2\), 'single' \(1\)"):
+        model_cls.setup_anndata(small, batch_key="donor")
+    small.obs["donor"] = ["a"] * 150 + ["b"] * 150
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model_cls.setup_anndata(small, batch_key="donor")
 
 
 @pytest.mark.parametrize("k", [1, 0, 300, 1000])

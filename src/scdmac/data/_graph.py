@@ -336,10 +336,23 @@ def neighbourhood_mean(X: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return ((X + A @ X) / (k + 1)).astype(np.float32)
 
 
+def neighbour_links(indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """Binary sparse matrix with a 1 at ``(i, indices[i, j])``, float32.
+
+    A neighbour listed twice in a row (a small sample's padding in a balanced graph) is one link.
+    """
+    n, k = indices.shape
+    links = sp.csr_matrix(
+        (np.ones(n * k, dtype=np.float32), (np.repeat(np.arange(n), k), indices.ravel())), shape=(n, n_columns)
+    )
+    links.sum_duplicates()
+    links.data[:] = 1.0
+    return links
+
+
 def adjacency(indices: np.ndarray, symmetric: bool = True) -> sp.csr_matrix:
     """Binary sparse adjacency from neighbour indices; symmetrised with ``max(A, Aᵀ)``."""
-    n, k = indices.shape
-    A = sp.csr_matrix((np.ones(n * k, dtype=np.float32), (np.repeat(np.arange(n), k), indices.ravel())), shape=(n, n))
+    A = neighbour_links(indices, indices.shape[0])
     if symmetric:
         A = A.maximum(A.T)
     A.setdiag(0)

@@ -358,11 +358,13 @@ class CellDataModule(LightningDataModule):
         self.partitions = partitions
         self.graph = graph
         self.loader_kwargs = loader_kwargs
-        self.train_indices, self.val_indices = split_cells(
+        # scvi-tools' names: its TrainRunner copies them to model.train_indices and model.validation_indices
+        self.train_idx, self.val_idx = split_cells(
             adata_manager.adata.n_obs, train_size, validation_size, shuffle_set_split
         )
-        self.n_train = len(self.train_indices)
-        self.n_val = len(self.val_indices)
+        self.test_idx = np.array([], dtype=np.int64)
+        self.n_train = len(self.train_idx)
+        self.n_val = len(self.val_idx)
 
     def reads_on_device(self) -> bool:
         """Whether batches' counts are cut on the training device (see ``counts_on_device``)."""
@@ -403,11 +405,11 @@ class CellDataModule(LightningDataModule):
 
     def train_dataloader(self) -> AnnDataLoader:
         """Shuffled minibatches over the training cells, of the module's batch kind."""
-        return self._loader(self.train_indices, shuffle=True)
+        return self._loader(self.train_idx, shuffle=True)
 
     def val_dataloader(self):
         """Minibatches over the validation cells (an empty list without a validation split)."""
-        return self._loader(self.val_indices, shuffle=False) if self.n_val else []
+        return self._loader(self.val_idx, shuffle=False) if self.n_val else []
 
 
 def split_cells(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
 from ._preprocess import in_memory, row_chunks
+
+#: samples with fewer cells are named in a warning: centring a sample on its own mean removes most of
+#: what distinguishes its few cells (one cell is left with the overall mean profile)
+MIN_SAMPLE_CELLS = 10
 
 
 def get_counts(adata: AnnData, layer: str | None):
@@ -113,7 +119,20 @@ def check_covariates(adata: AnnData, batch_key: str | None, covariate_keys: list
         raise ValueError(f"Each column may be named once among batch_key and categorical_covariate_keys, got {keys}.")
     if batch_key is None:
         return None
-    return pd.Categorical(adata.obs[batch_key]).codes.astype(np.int64)
+    samples = pd.Categorical(adata.obs[batch_key])
+    sizes = pd.Series(samples).value_counts()
+    small = sizes[(sizes > 0) & (sizes < MIN_SAMPLE_CELLS)]
+    if len(small):
+        named = ", ".join(f"{name!r} ({n})" for name, n in small.head(10).items())
+        warnings.warn(
+            f"{len(small)} sample(s) of adata.obs[{batch_key!r}] hold fewer than {MIN_SAMPLE_CELLS} cells: {named}. "
+            "Each sample's expression is centred on its own mean, which removes most of what tells these few "
+            "cells apart (a one-cell sample keeps nothing of its own). Merge them into a larger sample, or set up "
+            "without batch_key.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return samples.codes.astype(np.int64)
 
 
 def check_n_clusters(n_clusters: int | None, n_obs: int) -> None:
@@ -146,6 +165,55 @@ def check_int(name: str, value, minimum: int) -> None:
     """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``; the message names ``name``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+
+
+#: network sizes (positive integers) and rates (a share of entries or cells, in [0, 1)) of both models
+NETWORK_SIZES = ("n_latent", "n_hidden", "n_bottleneck")
+NETWORK_RATES = ("dropout_rate", "mask_ratio", "drop_rate", "swap_rate")
+
+
+def check_network_args(args: dict) -> None:
+    """Check a model's network arguments (those of ``args`` it has) before the network is built.
+
+    Sizes must be positive integers, ``hidden_widths`` a non-empty sequence of them, and rates lie in
+    [0, 1); a bad value would otherwise fail inside torch or scikit-learn after pretraining.
+    """
+    for name in NETWORK_SIZES:
+        if name in args:
+            check_int(name, args[name], 1)
+    if "hidden_widths" in args:
+        widths = args["hidden_widths"]
+        if isinstance(widths, str | bytes) or not hasattr(widths, "__len__") or len(widths) == 0:
+            raise ValueError(f"hidden_widths must be a non-empty sequence of layer widths, got {widths!r}.")
+        for width in widths:
+            check_int("each of hidden_widths", width, 1)
+    for name in NETWORK_RATES:
+        value = args.get(name)
+        if value is not None and not (isinstance(value, int | float) and 0 <= value < 1):
+            raise ValueError(f"{name} is a share and must lie in [0, 1), got {value!r}.")
+
+
+def check_trainer_kwargs(trainer_kwargs: dict) -> None:
+    """Refuse keyword arguments that neither scvi-tools' nor Lightning's trainer takes, before any training.
+
+    Lightning would raise only once the first stage starts, after the work that comes before it.
+    """
+    import difflib
+    import inspect
+
+    from lightning.pytorch import Trainer as LightningTrainer
+    from scvi.train import Trainer as ScviTrainer
+
+    known = (set(inspect.signature(ScviTrainer).parameters) | set(inspect.signature(LightningTrainer).parameters)) - {
+        "kwargs"
+    }
+    for name in sorted(set(trainer_kwargs) - known):
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"train() got an unexpected keyword argument {name!r}: it is neither one of train()'s own nor one of "
+            f"the Lightning trainer's.{hint}"
+        )
 
 
 def check_train_args(

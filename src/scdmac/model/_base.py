@@ -60,7 +60,9 @@ from ..data._validate import (
     check_modelled_genes,
     check_n_clusters,
     check_n_neighbors,
+    check_network_args,
     check_train_args,
+    check_trainer_kwargs,
     get_counts,
 )
 from ..train import ClusterPlan, RelativePlateau, Stage, StagePlan, StageProgressBar
@@ -69,6 +71,7 @@ from ._expression import ExpressionMixin
 from ._files import (
     check_same_genes,
     check_save_target,
+    check_saved_anndata,
     check_saved_model,
     read_checkpoint,
     read_saved_var_names,
@@ -144,8 +147,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     _reference_cache: object | None = None
     #: a whole-data pass a model may reuse while the weights stand; a dict only inside :meth:`train`
     _pass_cache: dict | None = None
-    #: the last query AnnData and the AnnData prepared from it (:meth:`prepare_query`)
-    _query: tuple[AnnData, AnnData] | None = None
+    #: the last query AnnData, its fingerprint and the AnnData prepared from it (:meth:`prepare_query`)
+    _query: tuple[AnnData, tuple, AnnData] | None = None
 
     # ---- registration -------------------------------------------------------------------------
     @classmethod
@@ -320,6 +323,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
 
     def _module_kwargs(self, init_locals: dict) -> dict:
         """The module's hyperparameters, taken from the model's ``__init__`` arguments of the same name."""
+        check_network_args(init_locals)
         names = inspect.signature(self._module_cls).parameters
         return {k: v for k, v in init_locals.items() if k in names}
 
@@ -493,6 +497,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             early_stopping_patience,
             kmeans_n_init,
         )
+        check_trainer_kwargs(trainer_kwargs)
         selected = self._select_stages(stages)
         for stage in selected:
             self.module.check_stage(stage.name)
@@ -794,19 +799,50 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             raise ValueError(
                 "adata is a view of another AnnData: make it an AnnData of its own first, with adata = adata.copy()."
             )
-        if self._query is not None and self._query[0] is adata:
-            return self._query[1]
         store = self._per_instance_manager_store.get(self.id, {})
-        manager = store.get(adata.uns.get(_SCVI_UUID_KEY))
-        if manager is not None and manager.adata is adata:
-            return adata
         layer = self.adata_manager.registry["setup_args"].get("layer")
+        fingerprint = self._query_fingerprint(adata, layer)
+        # the last query's aligned copy, while the query is unchanged and the copy still registered
+        last = self._query
+        if last is not None and last[0] is adata and last[1] == fingerprint and self._registered(last[2], store):
+            return last[2]
+        if self._registered(adata, store):
+            return adata
         aligned = align_genes(adata, self.adata.var_names, layer, type(self).__name__)
-        # a copy of a registered AnnData carries its uuid: give it its own before registering it
-        _assign_adata_uuid(aligned, overwrite=True)
+        # a copy of a registered AnnData carries that AnnData's uuid: give it its own before registering
+        # it, but keep a uuid no other AnnData holds, which other models may have registered it under
+        uuid = aligned.uns.get(_SCVI_UUID_KEY)
+        holders = (store.get(uuid), self._setup_adata_manager_store.get(uuid))
+        _assign_adata_uuid(aligned, overwrite=any(m is not None and m.adata is not aligned for m in holders))
         self._register_manager_for_instance(query_manager(aligned, self.adata_manager, type(self).__name__))
-        self._query = (adata, aligned)
+        self._query = (adata, fingerprint, aligned)
         return aligned
+
+    def _query_fingerprint(self, adata: AnnData, layer: str | None) -> tuple:
+        """What the aligned copy of a query was made from: its counts, genes, cells and samples.
+
+        Replacing any of them (``adata.layers[...] = ...``, new ``var_names``, a changed sample column)
+        changes the fingerprint, so the next call prepares the query anew.
+        """
+        counts = get_counts(adata, layer)
+        batch_key = self.adata_manager.registry["setup_args"].get("batch_key")
+        samples = None
+        if batch_key is not None and batch_key in adata.obs:
+            samples = int(pd.util.hash_pandas_object(adata.obs[batch_key], index=False).to_numpy().sum())
+        return (
+            id(counts),
+            counts.shape,
+            getattr(counts, "nnz", None),
+            id(adata.var_names),
+            id(adata.obs_names),
+            samples,
+        )
+
+    @staticmethod
+    def _registered(adata: AnnData, store: dict) -> bool:
+        """Whether ``adata`` itself is registered in ``store`` under the uuid it carries."""
+        manager = store.get(adata.uns.get(_SCVI_UUID_KEY))
+        return manager is not None and manager.adata is adata
 
     @classmethod
     def prepare_query_anndata(cls, adata: AnnData, reference_model, inplace: bool = True) -> AnnData | None:
@@ -1022,6 +1058,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             saved_genes = read_saved_var_names(path, cls.__name__)  # also: is it readable at all
             if adata is not None:
                 check_same_genes(adata, saved_genes)
+            else:
+                check_saved_anndata(dir_path, prefix, cls.__name__)
         return super().load(
             dir_path, adata=adata, accelerator=accelerator, device=device, prefix=prefix, backup_url=backup_url
         )

@@ -65,6 +65,15 @@ def check_saved_model(dir_path: str | Path, prefix: str | None, model_name: str)
     return path
 
 
+def check_saved_anndata(dir_path: str | Path, prefix: str | None, model_name: str) -> None:
+    """Refuse ``load()`` without ``adata`` when the folder holds no AnnData (saved without ``save_anndata``)."""
+    if not (Path(dir_path) / f"{prefix or ''}adata.h5ad").is_file():
+        raise ValueError(
+            f"{str(dir_path)!r} holds no AnnData: the model was saved without save_anndata=True. Pass the "
+            f"training cells, {model_name}.load(dir_path, adata=adata), with the genes the model was trained on."
+        )
+
+
 def read_saved_var_names(path: Path, model_name: str) -> np.ndarray:
     """The genes the saved model was trained on (reads the file; only load models you trust)."""
     import torch

@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from .._constants import REGISTRY_KEYS
-from ..data._graph import BalancedIndex, KnnMethod, NeighborIndex, _to_torch
+from ..data._graph import BalancedIndex, KnnMethod, NeighborIndex, _to_torch, neighbour_links
 from ..data._preprocess import CovariancePCA, fit_pca, log_expression, unit_variance
 
 if TYPE_CHECKING:
@@ -131,12 +130,11 @@ class _Reference:
     def weights(self, neighbors: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """New cells' normalised weights to their training neighbours (sparse) and to themselves.
 
-        As in the training graph's ``D^-1/2 (A + I) D^-1/2``: a new cell with ``k`` neighbours has
-        degree ``k + 1``; its neighbours keep their training degrees (the training graph is fixed).
+        As in the training graph's ``D^-1/2 (A + I) D^-1/2``: a new cell with ``k`` distinct neighbours
+        has degree ``k + 1``; its neighbours keep their training degrees (the training graph is fixed).
         """
-        n, k = neighbors.shape
-        own_degree = float(k + 1)
-        values = 1.0 / np.sqrt(own_degree * self.degrees[neighbors.ravel()])
-        rows = np.repeat(np.arange(n), k)
-        matrix = sp.csr_matrix((values, (rows, neighbors.ravel())), shape=(n, self.degrees.size))
-        return _to_torch(matrix), torch.full((n,), 1.0 / own_degree)
+        links = neighbour_links(neighbors, self.degrees.size)  # a padded repeat is one link, as in training
+        own_degree = np.diff(links.indptr) + 1.0
+        rows = np.repeat(np.arange(links.shape[0]), np.diff(links.indptr))
+        links.data = (1.0 / np.sqrt(own_degree[rows] * self.degrees[links.indices])).astype(np.float32)
+        return _to_torch(links), torch.from_numpy((1.0 / own_degree).astype(np.float32))

@@ -265,15 +265,15 @@ class SCDSEC(DeepClusteringModel):
         centres' initialisation and the first targets; the last targets and the written outputs):
         the embedding is a function of the counts, the graph and the weights of the input scaling and
         encoder alone (evaluation mode, no dropout), so a pass is reused when none of those tensors
-        has changed since (their in-place version counters, which every optimiser step and weight
-        load advance).
+        has changed since: neither their in-place version counters (which weight loads advance) nor
+        the plans' count of optimiser steps (a fused Adam step leaves the counters alone).
         """
         module = self.module
         # the count inputs' own buffers, the input scaling and the encoder: all the embedding reads
         tensors = [*module.buffers(recurse=False)]
         for part in (module.input_norm, module.encoder):
             tensors += [*part.parameters(), *part.buffers()]
-        key = tuple((id(t), t._version) for t in tensors)
+        key = (module.weight_updates, *((id(t), t._version) for t in tensors))
         cache = self._pass_cache
         if cache is not None and cache.get("key") == key:
             return cache["z"]

@@ -17,6 +17,9 @@ class StagedLossMixin:
 
     stage_weights: dict[str, dict[str, float]]
     cluster_head: ClusterHead
+    #: optimiser steps taken so far, counted by the training plans (a fused Adam step does not advance
+    #: the weights' in-place version counters, so caches of passes over the weights key on this)
+    weight_updates: int = 0
 
     def active_terms(self, stage: str | None) -> set[str]:
         """Terms of ``stage`` with a positive weight (none for ``None``, the outputs pass)."""

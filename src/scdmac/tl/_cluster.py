@@ -94,8 +94,13 @@ def _run(
     train_kwargs,
     copy,
 ) -> AnnData | None:
-    from ..data._validate import check_covariates, get_counts
+    import inspect
 
+    from ..data._validate import check_covariates, check_trainer_kwargs, get_counts
+
+    # a misspelt training argument is refused before setup's gene selection, PCA and kNN search
+    own = set(inspect.signature(model_cls.train).parameters)
+    check_trainer_kwargs({k: v for k, v in (train_kwargs or {}).items() if k not in own})
     model_kwargs = dict(model_kwargs or {})
     for key in ("latent_key", "cluster_key", "soft_key"):
         if key in model_kwargs:

@@ -23,7 +23,8 @@ class RelativePlateau(Callback):
     rel_tol
         Smallest relative improvement that counts.
     patience
-        Epochs without such an improvement before stopping.
+        Epochs without such an improvement before stopping; only epochs where ``monitor`` was computed
+        count (with ``check_val_every_n_epoch=n``, a validation loss counts every n-th epoch).
     min_epochs
         Never stop before this many epochs (default: ``patience``).
     """
@@ -37,12 +38,16 @@ class RelativePlateau(Callback):
         self.min_epochs = patience if min_epochs is None else min_epochs
         self.best = math.inf
         self.wait = 0
+        self._last_seen = None
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is None:
+        metric = trainer.callback_metrics.get(self.monitor)
+        # the same tensor as last epoch: the metric was not computed again (a validation loss checked every
+        # few epochs), so this epoch says nothing about improvement
+        if metric is None or metric is self._last_seen:
             return
-        value = float(value)
+        self._last_seen = metric
+        value = float(metric)
         if value < self.best - self.rel_tol * abs(self.best) or not math.isfinite(self.best):
             self.best = value
             self.wait = 0

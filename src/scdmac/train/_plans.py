@@ -111,6 +111,10 @@ class StagePlan(TrainingPlan):
         # output passes between stages leave the module in eval mode; frozen parts stay in eval
         self.set_stage_mode()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # counted here because a fused Adam step leaves the weights' version counters as they were
+        self.module.weight_updates += 1
+
     def configure_optimizers(self):
         parts = [getattr(self.module, part) for part in self.stage.parts]
         params = [p for part in parts for p in part.parameters()]
