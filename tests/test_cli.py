@@ -266,6 +266,8 @@ def test_help_and_input_errors_load_no_heavy_stack(counts_file, tmp_path):
         ["cluster", inp, out, "--batch-size", "x"],
         ["cluster", inp, out, "--layer", "raw"],
         ["cluster", inp, out, "--batch-key", "donor"],
+        ["demo", "--n-cells", "5"],
+        ["demo", "--out", str(tmp_path / "exists.h5ad")],
     ]
     code = (
         "import contextlib, io, json, sys\n"
@@ -378,6 +380,19 @@ def test_resume_continues_an_interrupted_run(counts_file, tmp_path, monkeypatch)
     )
     got, expected = ad.read_h5ad(out), ad.read_h5ad(reference)
     assert (got.obs["scdmac_cluster"].to_numpy() == expected.obs["scdmac_cluster"].to_numpy()).all()
+
+
+def test_a_checkpoint_of_another_run_is_a_one_line_error(counts_file, tmp_path, capsys):
+    from scdmac.model._files import CHECKPOINT_FILE
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    out = tmp_path / "o.h5ad"
+    assert main(["cluster", str(counts_file), str(out), *FAST, "--no-progress", "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("scdmac: error: --resume: Cannot read the checkpoint")
+    assert "delete it to start over" in err[0] and not out.exists()
 
 
 def test_ctrl_c_during_training_exits_130_and_leaves_nothing(counts_file, tmp_path, capsys, monkeypatch):

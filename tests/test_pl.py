@@ -227,6 +227,39 @@ def test_assignment_confidence_follows_the_model_that_wrote_the_keys():
         scdmac.pl.assignment_confidence(neither)
 
 
+def test_results_of_tl_under_key_added_are_found():
+    # scdmac.tl records the model in uns[key_added]["params"]: the plots find its keys without being told
+    adata = _by_hand("mine")
+    adata.uns["mine"] = {"params": {"model": "SCDSEC", "n_clusters": 4}}
+    assert scdmac.pl.assignment_confidence(adata).get_title() == "largest soft assignment (mine_soft)"
+    ax = scdmac.pl.label_agreement(adata)
+    assert "mine_cluster" in (ax.get_xlabel(), ax.get_ylabel())
+    adata.uns["other"] = {"params": {"model": "SCDMAC"}}
+    adata.obsm["other_soft"] = adata.obsm["mine_soft"]
+    with pytest.raises(ValueError, match=r"two models, SCDSEC \(key_added='mine'\) .*: pass soft_key='mine_soft' or"):
+        scdmac.pl.assignment_confidence(adata)
+
+
+def test_scanpy_forms_of_basis_and_save(results, tmp_path):
+    import scanpy as sc
+
+    figdir, file_format = sc.settings.figdir, sc.settings.file_format_figs
+    sc.settings.figdir, sc.settings.file_format_figs = tmp_path / "figures", "png"
+    try:
+        scdmac.pl.assignment_confidence(results, basis="X_umap", save=True)
+        scdmac.pl.assignment_confidence(results, save="_run1.svg")
+        scdmac.pl.label_agreement(results, save=".pdf")
+    finally:
+        sc.settings.figdir, sc.settings.file_format_figs = figdir, file_format
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "assignment_confidence.png",
+        "assignment_confidence_run1.svg",
+        "label_agreement.pdf",
+    ]
+    with pytest.raises(TypeError, match="save must be a file path, True or a scanpy-style suffix"):
+        scdmac.pl.assignment_confidence(results, save=3)
+
+
 def test_assignment_confidence_custom_keys():
     adata = _by_hand("mine")
     ax = scdmac.pl.assignment_confidence(adata, soft_key="mine_soft", per_cluster=True)  # mine_cluster goes with it

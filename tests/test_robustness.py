@@ -336,3 +336,44 @@ def test_a_checkpoint_of_other_settings_is_refused(small, tmp_path):
         model.train(checkpoint_dir=tmp_path, callbacks=[_CrashAtStage("mask")], **FAST_TRAIN)
     with pytest.raises(ValueError, match="other settings"):
         SCDMAC(small, n_clusters=3).train(checkpoint_dir=tmp_path, **{**FAST_TRAIN, "lr": 1e-2})
+    # other counts of the same shape, or the same counts set up otherwise, are other data
+    other = small.copy()
+    other.layers["counts"] = other.layers["counts"].copy()
+    other.layers["counts"].data[0] += 1
+    SCDMAC.setup_anndata(other, layer="counts")
+    with pytest.raises(ValueError, match="other settings or data"):
+        SCDMAC(other, n_clusters=3).train(checkpoint_dir=tmp_path, **FAST_TRAIN)
+    SCDMAC.setup_anndata(small, layer="counts", n_top_genes=100)
+    with pytest.raises(ValueError, match="other settings or data"):
+        SCDMAC(small, n_clusters=3).train(checkpoint_dir=tmp_path, **FAST_TRAIN)
+
+
+def test_a_failed_stage_keeps_the_history_and_the_trained_model(trained):
+    model = copy.deepcopy(trained)
+    before = {k: v.copy() for k, v in model.history.items()}
+    with pytest.raises(_Crash):
+        model.train(stages="cluster", callbacks=_CrashAtStage("cluster"), **FAST_TRAIN)  # one callback, not a list
+    assert model.is_trained_ and list(model.history) == list(before)
+    assert all(model.history[k].equals(before[k]) for k in before)
+    assert model.predict().shape == (model.adata.n_obs,)  # still usable (its centres were placed anew)
+
+
+def test_training_arguments_checked_before_any_stage(small, tmp_path):
+    SCDMAC.setup_anndata(small, layer="counts")
+    model = SCDMAC(small, n_clusters=3)
+    with pytest.raises(ValueError, match=r"update_interval'\] must be an integer of at least 1"):
+        model.train(plan_kwargs={"update_interval": 0}, **FAST_TRAIN)
+    with pytest.raises(ValueError, match="precision='64-true' is not supported"):
+        model.train(precision="64-true", **FAST_TRAIN)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="checkpoint_dir .* is a file"):
+        model.train(checkpoint_dir=tmp_path / "file", **FAST_TRAIN)
+    assert not model.is_trained_ and model.history is None
+
+
+def test_gradient_clipping_works_under_mixed_precision(small):
+    # Lightning refuses to clip a fused optimiser's gradients under mixed precision: the plans then use Adam unfused
+    SCDMAC.setup_anndata(small, layer="counts")
+    model = SCDMAC(small, n_clusters=3)
+    model.train(gradient_clip_val=1.0, precision="bf16-mixed", **ONE_EPOCH)
+    assert model.is_trained_

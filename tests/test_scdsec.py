@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -283,14 +284,27 @@ def test_clusters_simulated_types(monkeypatch):
     assert adjusted_rand_score(adata.obs["cell_type"], model.predict()) > 0.8
 
 
-def test_one_liner_in_scanpy_shape(small):
+def test_one_liner_in_scanpy_shape(small, tmp_path, caplog):
     out = scdmac.tl.scdsec(
-        small, 3, layer="counts", key_added="sec", model_kwargs=SMALL_NET, train_kwargs=FAST_TRAIN, copy=True
+        small,
+        3,
+        layer="counts",
+        key_added="sec",
+        random_state=np.random.RandomState(0),  # scanpy's forms of random_state work too
+        model_kwargs=SMALL_NET,
+        train_kwargs={**FAST_TRAIN, "checkpoint_dir": tmp_path / "ckpt"},
+        copy=True,
     )
     assert "sec_cluster" not in small.obs and "X_sec" not in small.obsm
     assert set(out.obsm) == {"X_sec", "sec_soft"} and "_scdsec_partition" not in out.obs
     assert out.uns["sec"]["params"]["model"] == "SCDSEC" and out.uns["sec"]["params"]["n_clusters"] == 3
     assert out.obsm["X_sec"].shape == (300, 10)
+    assert not any("Seed set to" in r.getMessage() for r in caplog.records)
+    # the recorded arguments (a tuple of widths, a path) survive writing the result to a file
+    out.write_h5ad(tmp_path / "out.h5ad")
+    params = ad.read_h5ad(tmp_path / "out.h5ad").uns["sec"]["params"]
+    assert list(params["model_kwargs"]["hidden_widths"]) == [64, 64, 128]
+    assert params["train_kwargs"]["checkpoint_dir"] == str(tmp_path / "ckpt")
 
 
 def test_fixed_input_scaling_uses_whole_data_moments(small):

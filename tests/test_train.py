@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -238,3 +240,17 @@ def test_model_warns_when_clusters_are_lost(trained):
     assert list(labels.cat.categories) == ["0", "1", "2"] and (labels == "2").sum() == 0
     assert model.adata.obsm["scdmac_soft"].shape[1] == 3
     assert trained.adata.obs["scdmac_cluster"].nunique() == 3  # the shared model is untouched
+
+
+def test_a_second_training_appends_its_epochs_after_the_first():
+    # keys logged every few epochs keep their epochs: a refresh at epoch 1 of the second run is epoch 5
+    from scdmac.model._base import _merge_history
+
+    def frame(epochs, name):
+        return pd.DataFrame({name: np.arange(len(epochs), dtype=float)}, index=pd.Index(epochs, name="epoch"))
+
+    first = {"cluster_loss": frame([0, 1, 2, 3], "cluster_loss"), "cluster_label_change": frame([1, 3], "c")}
+    second = {"cluster_loss": frame([0, 1], "cluster_loss"), "cluster_label_change": frame([1], "c")}
+    merged = _merge_history(first, second)
+    assert list(merged["cluster_loss"].index) == [0, 1, 2, 3, 4, 5]
+    assert list(merged["cluster_label_change"].index) == [1, 3, 5]

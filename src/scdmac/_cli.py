@@ -60,6 +60,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _batch_size(text: str) -> int:
     value = _integer(text)
     if value < 2:  # what train() requires: a minibatch of one cell has no batch statistics
@@ -168,8 +180,11 @@ def _parser() -> argparse.ArgumentParser:
         "on 2 CPU cores.",
     )
     demo.add_argument("--out", default="scdmac_demo_output", help="output folder (default: scdmac_demo_output)")
-    demo.add_argument("--n-cells", type=_positive_int, default=2000, help="simulated cells (default: 2000)")
-    demo.add_argument("--n-genes", type=_positive_int, default=500, help="simulated genes (default: 500)")
+    # 8 simulated types need a few dozen cells each, and a fifth of the genes mark each type
+    demo.add_argument(
+        "--n-cells", type=_at_least(200), default=2000, help="simulated cells, at least 200 (default: 2000)"
+    )
+    demo.add_argument("--n-genes", type=_at_least(50), default=500, help="simulated genes, at least 50 (default: 500)")
     demo.add_argument("--seed", type=_seed, default=0, help="simulation and training seed (default: 0)")
     demo.add_argument(
         "--threads",
@@ -398,6 +413,7 @@ def cluster(args: argparse.Namespace) -> None:
 
             from . import model as models
             from .data._validate import check_train_args
+            from .model._files import CheckpointError
 
             _check_accelerator(args.accelerator)
             model_cls = getattr(models, args.model.upper())
@@ -430,9 +446,12 @@ def cluster(args: argparse.Namespace) -> None:
                     message += " On the command line: --layer NAME picks the layer; without it, X is used."
                 raise InputError(message) from err
             _say(progress, f"training {model_cls.__name__} on {args.accelerator}")
-            trained.train(
-                accelerator=args.accelerator, enable_progress_bar=progress, checkpoint_dir=args.resume, **train
-            )
+            try:
+                trained.train(
+                    accelerator=args.accelerator, enable_progress_bar=progress, checkpoint_dir=args.resume, **train
+                )
+            except CheckpointError as err:  # raised before any training, naming the folder and the fix
+                raise InputError(f"--resume: {err}") from err
 
             _say(progress, f"writing {args.output}")
             tmp_output = _temporary(args.output)
@@ -474,9 +493,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "cluster":
             cluster(args)
         else:
+            if Path(args.out).exists() and not Path(args.out).is_dir():
+                raise InputError(f"--out {args.out!r} is a file: the demo writes a folder, so pass a folder path.")
             from ._demo import run_demo
+            from ._logging import quiet_loggers
 
-            run_demo(args.out, n_cells=args.n_cells, n_genes=args.n_genes, seed=args.seed, threads=args.threads)
+            with quiet_loggers(*_LIGHTNING_LOGGERS):  # no "Seed set to ..." among the demo's lines
+                run_demo(args.out, n_cells=args.n_cells, n_genes=args.n_genes, seed=args.seed, threads=args.threads)
     except InputError as err:
         _error(str(err))
         return EXIT_USAGE

@@ -64,7 +64,6 @@ def _run(out: Path, n_cells: int, n_genes: int, seed: int, start: float) -> dict
     from .data import simulate
     from .model import SCDMAC
 
-    out.mkdir(parents=True, exist_ok=True)
     # a fifth of the genes differential per type (simulate's default is 8%): types as clear as at 2,000 genes
     adata = simulate(n_cells=n_cells, n_genes=n_genes, n_clusters=8, de_fraction=0.2, seed=seed)
     print(f"Simulated {adata.n_obs} cells × {adata.n_vars} genes, 8 cell types (obs['cell_type']).")
@@ -86,6 +85,7 @@ def _run(out: Path, n_cells: int, n_genes: int, seed: int, start: float) -> dict
         f"(trained in {scores['train_seconds']:.0f} s; {scores['result_seconds']:.0f} s from the start)"
     )
 
+    out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails before leaves no folder behind
     sc.pp.neighbors(adata, use_rep="X_scdmac", random_state=seed)
     sc.tl.umap(adata, random_state=seed)
     fig = sc.pl.umap(adata, color=["scdmac_cluster", "cell_type"], show=False, return_fig=True)

@@ -193,6 +193,19 @@ def check_network_args(args: dict) -> None:
             raise ValueError(f"{name} is a share and must lie in [0, 1), got {value!r}.")
 
 
+#: Lightning precisions the models train in: float32 weights, with or without mixed-precision products
+PRECISIONS = ("32", "32-true", "bf16", "bf16-mixed", "16", "16-mixed")
+
+
+def check_precision(precision) -> None:
+    """Refuse a Lightning ``precision`` whose weights are not float32 (the outputs read float32 inputs)."""
+    if str(precision) not in PRECISIONS:
+        raise ValueError(
+            f"precision={precision!r} is not supported: the models keep float32 weights. Pass '32-true', or a "
+            "mixed precision ('bf16-mixed', '16-mixed')."
+        )
+
+
 def check_trainer_kwargs(trainer_kwargs: dict) -> None:
     """Refuse keyword arguments that neither scvi-tools' nor Lightning's trainer takes, before any training.
 

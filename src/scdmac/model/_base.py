@@ -21,6 +21,7 @@ import pandas as pd
 import rich.pretty  # noqa: F401
 import torch
 from anndata import AnnData
+from lightning.pytorch.callbacks import Callback
 from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data._constants import _SCVI_UUID_KEY
@@ -48,6 +49,7 @@ from ..data._preprocess import (
     normalization_target,
     pca,
     random_rows,
+    row_chunks,
     sample_log_shift,
     selected_log_expression,
     unit_variance,
@@ -61,6 +63,7 @@ from ..data._validate import (
     check_n_clusters,
     check_n_neighbors,
     check_network_args,
+    check_precision,
     check_train_args,
     check_trainer_kwargs,
     get_counts,
@@ -110,16 +113,30 @@ def _plan_args(plan_cls: type) -> set[str]:
     return {k for k, p in params.items() if p.kind is p.POSITIONAL_OR_KEYWORD} - given_by_train
 
 
+def _global_rank() -> int:
+    """The rank of this process in a distributed training (0 when there is none)."""
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return torch.distributed.get_rank() if distributed else 0
+
+
 def _merge_history(old: dict | None, new: dict | None) -> dict:
     """Append a stage's logged metrics to the model's history, keeping keys only one of them has.
 
     scvi-tools' runner appends only to keys already present; stages log different losses.
     """
-    merged = dict(old or {})
+    old = dict(old or {})
+    merged = dict(old)
+    # epochs each stage ran before (every key of a stage shares its epochs: a validation loss or a refresh
+    # logged every few epochs keeps its place), from the old history alone
+    ran: dict[str, int] = {}
+    for key, frame in old.items():
+        if len(frame):
+            stage = key.split("_", 1)[0]
+            ran[stage] = max(ran.get(stage, 0), int(frame.index.max()) + 1)
     for key, frame in (new or {}).items():
         if key in merged:
             frame = frame.copy()
-            frame.index = np.arange(len(merged[key]), len(merged[key]) + len(frame))
+            frame.index = np.asarray(frame.index, dtype=np.int64) + ran.get(key.split("_", 1)[0], 0)
             frame.index.name = merged[key].index.name
             merged[key] = pd.concat([merged[key], frame])
         else:
@@ -525,8 +542,14 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         unknown = set(plan_kwargs) - cluster_args
         if unknown:
             raise ValueError(f"Unknown plan_kwargs {sorted(unknown)}: the plans take {sorted(cluster_args)}.")
-        user_callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        if "update_interval" in plan_kwargs:  # checked now, not when the clustering stage begins
+            check_int("plan_kwargs['update_interval']", plan_kwargs["update_interval"], 1)
+        if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
+            raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is a file: pass a folder for the checkpoint.")
+        given = trainer_kwargs.pop("callbacks", None) or []
+        user_callbacks = [given] if isinstance(given, Callback) else list(given)  # Lightning takes one or a list
         trainer_kwargs.setdefault("precision", default_precision(accelerator))
+        check_precision(trainer_kwargs["precision"])
         n_obs = self.adata.n_obs
         self._reference_cache = None  # what new cells are placed on changes with the weights
         split = {
@@ -594,7 +617,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     plan, epochs, batch_size, accelerator, devices, callbacks, split, **stage_trainer_kwargs
                 )
                 finished.append(stage.name)
-                if checkpoint_dir is not None:
+                # one writer: under a distributed strategy every rank runs this loop
+                if checkpoint_dir is not None and _global_rank() == 0:
                     write_checkpoint(checkpoint_dir, run, finished, self.module.state_dict(), self.history_)
             if checkpoint_dir is not None:
                 remove_checkpoint(checkpoint_dir)
@@ -606,7 +630,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             self._pass_cache = None
 
     def _run_description(self, stages: list[Stage], train_args: dict) -> str:
-        """What a checkpoint must match to be resumed: model settings, data size, stages and train arguments."""
+        """What a checkpoint must match to be resumed: model and setup settings, data, stages, train arguments."""
         keep = (
             "max_epochs",
             "batch_size",
@@ -627,12 +651,30 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         return repr(
             (
                 type(self).__name__,
-                self.adata.shape,
+                self._data_fingerprint(),
+                self.adata_manager.registry["setup_args"],
                 self.init_params_,
                 [stage.name for stage in stages],
                 {k: train_args[k] for k in keep},
+                str(train_args["trainer_kwargs"].get("precision")),
                 settings.seed,
             )
+        )
+
+    def _data_fingerprint(self) -> tuple:
+        """The training data in brief: shape, total counts, and hashes of the genes, cells and graph."""
+        counts = self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        total = sum(float(block.sum()) for _, block in row_chunks(counts))
+
+        def digest(values) -> int:
+            return int(pd.util.hash_pandas_object(pd.Series(np.asarray(values).ravel()), index=False).sum())
+
+        return (
+            self.adata.shape,
+            total,
+            digest(self.adata.var_names),
+            digest(self.adata.obs_names),
+            digest(self._neighbors()),
         )
 
     def _run_stage(
@@ -669,6 +711,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         # before the trainer wraps the module: distributed training registers the trainable parameters
         plan.set_stage_mode()
         previous: dict | None = self.history
+        was_trained = bool(getattr(self, "is_trained_", False))
         self.is_trained_ = False
         self.history_ = None
         try:
@@ -685,6 +728,10 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     **{"check_val_every_n_epoch": None, **trainer_kwargs},
                 )
                 runner()
+        except BaseException:
+            # a failed or interrupted stage keeps what earlier stages and trainings recorded
+            self.history_, self.is_trained_ = previous, was_trained
+            raise
         finally:
             plan.release_parts()
         self.history_ = _merge_history(previous, self.history_)
@@ -973,6 +1020,12 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         ``obsm[latent_key]`` (float32), ``obs[cluster_key]`` (categorical of the strings ``"0"`` …
         ``"k-1"``, every cluster a category even when it holds no cell) and
         ``obsm[soft_key]`` (cells × clusters). :meth:`train` calls this for the training data.
+
+        Parameters
+        ----------
+        adata
+            The cells to write the results of and into: the training data (``None``, the default) or
+            new cells, which are mapped onto the trained model first (see :meth:`prepare_query`).
         """
         adata = self.adata if adata is None else adata
         # the outputs of a query prepared under another AnnData are written into the user's own

@@ -161,6 +161,10 @@ def write_checkpoint(
     tmp.replace(folder / CHECKPOINT_FILE)  # a crash while writing leaves the previous checkpoint whole
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be resumed from: damaged, or written by another run."""
+
+
 def read_checkpoint(folder: str | Path, run: str) -> dict | None:
     """The checkpoint of this run in ``folder`` (random states restored), or ``None`` when there is none.
 
@@ -174,9 +178,11 @@ def read_checkpoint(folder: str | Path, run: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a damaged file
-        raise ValueError(f"Cannot read the checkpoint {path} ({type(err).__name__}): delete it to start over.") from err
+        raise CheckpointError(
+            f"Cannot read the checkpoint {path} ({type(err).__name__}): delete it to start over."
+        ) from err
     if state.get("run") != run:
-        raise ValueError(
+        raise CheckpointError(
             f"The checkpoint in {str(folder)!r} comes from a run with other settings or data; pass another "
             "checkpoint folder, or delete it to start over."
         )

@@ -207,6 +207,8 @@ class SCDMAC(DeepClusteringModel):
             ``None``: the median library size (Scanpy's ``normalize_total`` default), which keeps less of
             a cell's sequencing depth in its log expression (method notes, "Sequencing depth in the
             embeddings").
+        **kwargs
+            Passed to scvi-tools' ``AnnDataManager.register_fields`` (as every scvi-tools ``setup_anndata``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(

@@ -195,6 +195,8 @@ class SCDSEC(DeepClusteringModel):
         scale_genes
             Divide each selected gene's log expression by its standard deviation before PCA (as
             ``sc.pp.scale`` does), so that the graph weighs genes alike rather than by their variance.
+        **kwargs
+            Passed to scvi-tools' ``AnnDataManager.register_fields`` (as every scvi-tools ``setup_anndata``).
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         cls._setup(

@@ -26,6 +26,9 @@ show
         session (:func:`matplotlib.is_interactive`), so scripts and tests get the plot objects back.
     save
         Write the figure to this path; the suffix picks the format (``.png``, ``.pdf``, ``.svg``).
+        Scanpy's forms work too: ``True`` writes ``<function><format>`` into ``sc.settings.figdir``
+        (format ``sc.settings.file_format_figs``), and a name starting with ``_`` or ``.`` is appended
+        to the function's name there (``save="_pbmc.png"``).
     ax"""
 
 
@@ -48,13 +51,32 @@ def _root_figure(ax: Axes) -> Figure:
     return root
 
 
-def _finish(fig: Figure, show: bool | None, save: str | Path | None) -> bool:
-    """Save and maybe show ``fig``; ``True`` when the caller should return its plot objects."""
+def _save_path(save: str | Path | bool | None, name: str) -> Path | None:
+    """Where ``save`` asks the figure of the function ``name`` to go: a path, or scanpy's forms (see above)."""
+    if save is None or save is False:
+        return None
+    if save is True or (isinstance(save, str) and save[:1] in ("_", ".") and Path(save).name == save):
+        import scanpy as sc
+
+        stem = name + ("" if save is True else str(save))
+        if not Path(stem).suffix or save is True:
+            stem += "." + str(sc.settings.file_format_figs).lstrip(".")
+        folder = Path(sc.settings.figdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / stem
+    if not isinstance(save, str | Path):
+        raise TypeError(f"save must be a file path, True or a scanpy-style suffix such as '_name.png', got {save!r}.")
+    return Path(save)
+
+
+def _finish(fig: Figure, show: bool | None, save: str | Path | bool | None, name: str) -> bool:
+    """Save and maybe show ``fig`` (drawn by the function ``name``); ``True`` when the caller should return it."""
     import matplotlib
     import matplotlib.pyplot as plt
 
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
+    path = _save_path(save, name)
+    if path is not None:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
     # sc.pl's autoshow, but returning the objects where nothing would be displayed
     if show is None:
         show = matplotlib.is_interactive()
@@ -75,8 +97,14 @@ def _model_key(adata: AnnData, which: Literal["soft", "cluster"], argument: str)
     """The soft-assignment (``obsm``) or cluster (``obs``) key of the one model whose results ``adata`` holds."""
     column = 0 if which == "soft" else 1
     slot, where = (adata.obsm, "obsm") if which == "soft" else (adata.obs, "obs")
-    looked_for = [keys[column] for keys in _MODEL_KEYS.values()]
-    found = [(model, keys[column]) for model, keys in _MODEL_KEYS.items() if keys[column] in slot]
+    # the models' own keys, and those that scdmac.tl wrote under a key_added (recorded in uns)
+    written = dict(_MODEL_KEYS)
+    for prefix, entry in adata.uns.items():
+        model = entry.get("params", {}).get("model") if isinstance(entry, dict) else None
+        if model in _MODEL_KEYS and (f"{prefix}_soft", f"{prefix}_cluster") not in written.values():
+            written[f"{model} (key_added={prefix!r})"] = (f"{prefix}_soft", f"{prefix}_cluster")
+    looked_for = [keys[column] for keys in written.values()]
+    found = [(model, keys[column]) for model, keys in written.items() if keys[column] in slot]
     if len(found) > 1:
         held = " and ".join(f"{model} ({where}[{key!r}])" for model, key in found)
         choices = " or ".join(f"{argument}={key!r}" for _, key in found)
@@ -84,7 +112,7 @@ def _model_key(adata: AnnData, which: Literal["soft", "cluster"], argument: str)
     if not found:
         raise KeyError(
             f"adata.{where} holds none of {looked_for}, the keys that SCDMAC's and SCDSEC's model.train() "
-            f"write: train a model on this AnnData first, or pass {argument}= to name another key."
+            f"and scdmac.tl write: train a model on this AnnData first, or pass {argument}= to name another key."
         )
     return found[0][1]
 
@@ -140,7 +168,7 @@ def training_curves(
     *,
     log_y: bool = False,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: str | Path | bool | None = None,
     ax: Axes | None = None,
 ) -> Figure | Axes | None:
     """Per-epoch losses of each training stage, one panel per stage and logged term.
@@ -240,7 +268,7 @@ def training_curves(
             panel.set_yscale("log")
     if ax is None:
         fig.tight_layout()
-    if _finish(fig, show, save):
+    if _finish(fig, show, save, "training_curves"):
         return ax if ax is not None else fig
     return None
 
@@ -291,7 +319,7 @@ def assignment_confidence(
     cluster_key: str | None = None,
     per_cluster: bool = False,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: str | Path | bool | None = None,
     ax: Axes | None = None,
     **kwargs,
 ) -> Axes | None:
@@ -340,6 +368,7 @@ def assignment_confidence(
         return _confidence_per_cluster(adata, soft_key, cluster_key, show=show, save=save, ax=ax, **kwargs)
     import scanpy as sc
 
+    basis = basis.removeprefix("X_")  # scanpy takes "umap" and "X_umap" alike
     key = f"X_{basis}"
     if key not in adata.obsm:
         raise KeyError(f"adata.obsm has no {key!r}: compute the embedding first (e.g. sc.tl.{basis}(adata)).")
@@ -354,7 +383,7 @@ def assignment_confidence(
     kwargs.setdefault("vmax", 1.0)
     ax = sc.pl.embedding(view, basis=basis, color="confidence", ax=ax, show=False, **kwargs)
     ax.set_title(f"largest soft assignment ({soft_key})")
-    if _finish(_root_figure(ax), show, save):
+    if _finish(_root_figure(ax), show, save, "assignment_confidence"):
         return ax
     return None
 
@@ -365,7 +394,7 @@ def _confidence_per_cluster(
     cluster_key: str | None,
     *,
     show: bool | None,
-    save: str | Path | None,
+    save: str | Path | bool | None,
     ax: Axes | None,
     **kwargs,
 ) -> Axes | None:
@@ -394,7 +423,7 @@ def _confidence_per_cluster(
     ax.set_xlabel(cluster_key)
     ax.set_ylabel("largest soft assignment")
     ax.set_title(f"largest soft assignment per cluster ({soft_key})")
-    if _finish(_root_figure(ax), show, save):
+    if _finish(_root_figure(ax), show, save, "assignment_confidence"):
         return ax
     return None
 
@@ -435,7 +464,7 @@ def label_agreement(
     cmap: str = "viridis",
     annotate: bool | None = None,
     show: bool | None = None,
-    save: str | Path | None = None,
+    save: str | Path | bool | None = None,
     ax: Axes | None = None,
 ) -> Axes | None:
     """Heatmap of clusters against a reference labeling, with ARI and NMI in the title.
@@ -507,6 +536,6 @@ def label_agreement(
         normalize or "", "cells"
     )
     ax.figure.colorbar(image, ax=ax, label=label, fraction=0.05)
-    if _finish(_root_figure(ax), show, save):
+    if _finish(_root_figure(ax), show, save, "label_agreement"):
         return ax
     return None

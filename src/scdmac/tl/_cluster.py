@@ -37,7 +37,8 @@ batch_key
 key_added
     Prefix of the keys written (see above).
 random_state
-    Seed of every random choice of the run (``scvi.settings.seed`` during the call).
+    Seed of every random choice of the run (``scvi.settings.seed`` during the call); a numpy
+    ``RandomState`` gives one, ``None`` draws one (recorded in ``params``).
 setup_kwargs, model_kwargs, train_kwargs
     Passed to ``{model}.setup_anndata``, ``{model}(...)`` and ``train``.
 copy
@@ -62,15 +63,20 @@ def _seeded(seed: int) -> Iterator[None]:
     import scvi
     import torch
 
+    from .._logging import quiet_loggers
+
     env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")}
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     numpy_state, python_state, old_seed = np.random.get_state(), random.getstate(), scvi.settings.seed
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         try:
-            scvi.settings.seed = seed
+            # Lightning announces every seeding ("Seed set to 0"); a tl call prints nothing of its own
+            with quiet_loggers("lightning.fabric.utilities.seed"):
+                scvi.settings.seed = seed
             yield
         finally:
-            scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
+            with quiet_loggers("lightning.fabric.utilities.seed"):
+                scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
     np.random.set_state(numpy_state)
     random.setstate(python_state)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
@@ -79,6 +85,30 @@ def _seeded(seed: int) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def _h5ad_safe(value):
+    """``value`` in a form ``write_h5ad`` can store in ``uns``: tuples as lists, paths and objects as text."""
+    if isinstance(value, dict):
+        return {str(k): _h5ad_safe(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | bool | int | float | np.generic):
+        return value
+    if isinstance(value, list | tuple) and all(isinstance(v, str | bool | int | float | np.generic) for v in value):
+        return list(value)
+    return str(value)
+
+
+def _seed_of(random_state) -> int:
+    """An integer seed from scanpy's forms of ``random_state``: an int, a ``RandomState`` or ``None``."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31 - 1))  # scanpy's None: not reproducible
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or random_state < 0:
+        raise ValueError(
+            f"random_state must be a non-negative integer, a numpy RandomState or None, got {random_state!r}."
+        )
+    return int(random_state)
 
 
 def _run(
@@ -116,7 +146,8 @@ def _run(
     check_covariates(adata, setup_kwargs.get("batch_key"), covariates)  # named on the user's AnnData
     columns = [c for c in [setup_kwargs.get("batch_key"), *covariates] if c is not None]
     work = AnnData(X=get_counts(adata, layer), obs=adata.obs[columns].copy(), var=adata.var[[]].copy())
-    with _seeded(random_state):
+    seed = _seed_of(random_state)
+    with _seeded(seed):
         model_cls.setup_anndata(work, **setup_kwargs)
         model = model_cls(work, n_clusters=n_clusters, **model_kwargs)
         model.train(**(train_kwargs or {}))
@@ -126,16 +157,18 @@ def _run(
     out.obs[f"{key_added}_cluster"] = work.obs[f"{prefix}_cluster"].values  # the categorical, by position
     out.obsm[f"{key_added}_soft"] = work.obsm[f"{prefix}_soft"]
     out.uns[key_added] = {
-        "params": {
-            "model": model_cls.__name__,
-            "n_clusters": int(model.n_clusters_),
-            "n_clusters_requested": n_clusters,
-            "layer": layer,
-            "random_state": random_state,
-            "setup_kwargs": setup_kwargs,
-            "model_kwargs": model_kwargs,
-            "train_kwargs": {k: v for k, v in (train_kwargs or {}).items() if k != "callbacks"},
-        }
+        "params": _h5ad_safe(
+            {
+                "model": model_cls.__name__,
+                "n_clusters": int(model.n_clusters_),
+                "n_clusters_requested": n_clusters,
+                "layer": layer,
+                "random_state": seed,
+                "setup_kwargs": setup_kwargs,
+                "model_kwargs": model_kwargs,
+                "train_kwargs": {k: v for k, v in (train_kwargs or {}).items() if k != "callbacks"},
+            }
+        )
     }
     return out if copy else None
 
@@ -150,7 +183,7 @@ def _tool(model_name: str, prefix: str):
         layer: str | None = None,
         batch_key: str | None = None,
         key_added: str = prefix,
-        random_state: int = 0,
+        random_state: int | np.random.RandomState | None = 0,
         setup_kwargs: dict | None = None,
         model_kwargs: dict | None = None,
         train_kwargs: dict | None = None,

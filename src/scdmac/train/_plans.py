@@ -120,6 +120,8 @@ class StagePlan(TrainingPlan):
         params = [p for part in parts for p in part.parameters()]
         # the fused update is one kernel over all tensors: on CPU a quarter of the per-tensor loop's time
         fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        # Lightning cannot clip the gradients of a fused optimiser under mixed precision
+        fused = fused and not (self._trainer is not None and self._trainer.gradient_clip_val)
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, fused=fused or None)
 
 
@@ -183,6 +185,8 @@ class ClusterPlan(StagePlan):
         **kwargs,
     ):
         super().__init__(module, stage, **kwargs)
+        if isinstance(update_interval, bool) or not isinstance(update_interval, int) or update_interval < 1:
+            raise ValueError(f"update_interval must be an integer of at least 1, got {update_interval!r}.")
         if not 0.0 <= collapse_fraction < 1.0:
             raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
         if not target_balance >= 0.0:
