@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -143,7 +144,9 @@ def _run(
     # a working AnnData sharing the counts: setup's registry and graph keys never reach the user's object;
     # it carries only the obs columns setup reads (the sample and covariates)
     covariates = list(setup_kwargs.get("categorical_covariate_keys") or [])
-    check_covariates(adata, setup_kwargs.get("batch_key"), covariates)  # named on the user's AnnData
+    with warnings.catch_warnings():  # its warnings come once, from setup_anndata below
+        warnings.simplefilter("ignore", UserWarning)
+        check_covariates(adata, setup_kwargs.get("batch_key"), covariates)  # errors named on the user's AnnData
     columns = [c for c in [setup_kwargs.get("batch_key"), *covariates] if c is not None]
     work = AnnData(X=get_counts(adata, layer), obs=adata.obs[columns].copy(), var=adata.var[[]].copy())
     seed = _seed_of(random_state)
