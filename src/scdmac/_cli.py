@@ -72,11 +72,8 @@ def _at_least(minimum: int):
     return parse
 
 
-def _batch_size(text: str) -> int:
-    value = _integer(text)
-    if value < 2:  # what train() requires: a minibatch of one cell has no batch statistics
-        raise argparse.ArgumentTypeError(f"must be an integer of at least 2, got {value}")
-    return value
+#: what train() requires: a minibatch of one cell has no batch statistics
+_batch_size = _at_least(2)
 
 
 def _target_sum(text: str) -> float | str:

@@ -124,12 +124,11 @@ def _merge_history(old: dict | None, new: dict | None) -> dict:
 
     scvi-tools' runner appends only to keys already present; stages log different losses.
     """
-    old = dict(old or {})
-    merged = dict(old)
+    merged = dict(old or {})
     # epochs each stage ran before (every key of a stage shares its epochs: a validation loss or a refresh
-    # logged every few epochs keeps its place), from the old history alone
+    # logged every few epochs keeps its place), counted before anything new is added
     ran: dict[str, int] = {}
-    for key, frame in old.items():
+    for key, frame in merged.items():
         if len(frame):
             stage = key.split("_", 1)[0]
             ran[stage] = max(ran.get(stage, 0), int(frame.index.max()) + 1)

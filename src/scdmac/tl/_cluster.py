@@ -69,15 +69,16 @@ def _seeded(seed: int) -> Iterator[None]:
     env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS", "XLA_FLAGS")}
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     numpy_state, python_state, old_seed = np.random.get_state(), random.getstate(), scvi.settings.seed
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+    # Lightning announces every seeding ("Seed set to 0"); a tl call prints nothing of its own
+    with (
+        quiet_loggers("lightning.fabric.utilities.seed"),
+        torch.random.fork_rng(devices=range(torch.cuda.device_count())),
+    ):
         try:
-            # Lightning announces every seeding ("Seed set to 0"); a tl call prints nothing of its own
-            with quiet_loggers("lightning.fabric.utilities.seed"):
-                scvi.settings.seed = seed
+            scvi.settings.seed = seed
             yield
         finally:
-            with quiet_loggers("lightning.fabric.utilities.seed"):
-                scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
+            scvi.settings.seed = old_seed  # None, or the user's seed (which reseeds; states restored next)
     np.random.set_state(numpy_state)
     random.setstate(python_state)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
