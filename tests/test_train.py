@@ -254,3 +254,46 @@ def test_a_second_training_appends_its_epochs_after_the_first():
     merged = _merge_history(first, second)
     assert list(merged["cluster_loss"].index) == [0, 1, 2, 3, 4, 5]
     assert list(merged["cluster_label_change"].index) == [1, 3, 5]
+
+
+def test_epochs_of_a_stage_are_counted_from_its_logged_loss():
+    # under ddp_spawn the parent's trainer runs no loop: the stage's message counts the epochs it logged
+    from scdmac.model._base import _epochs_logged
+
+    history = {"mask_loss": pd.DataFrame({"mask_loss": np.zeros(7)}), "cluster_loss": pd.DataFrame({"x": [0.0]})}
+    assert _epochs_logged(history, "mask") == 7
+    assert _epochs_logged(history, "cluster") == 1
+    assert _epochs_logged(history, "denoise") == 0
+    assert _epochs_logged(None, "mask") == 0
+
+
+@pytest.mark.parametrize(
+    "model_name, plan_kwargs, expected",
+    [("SCDMAC", None, 0.5), ("SCDSEC", None, 1.0), ("SCDMAC", {"target_balance": 1.0}, 1.0)],
+)
+def test_each_model_sets_the_size_exponent_of_decs_target(monkeypatch, model_name, plan_kwargs, expected):
+    # SCDMAC divides DEC's target by the square root of a cluster's size, SCDSEC by the size; a user's
+    # plan_kwargs win. The plan records what it was given and stops the training there.
+    import functools
+
+    import scdmac
+    from scdmac.model import _base
+
+    seen: dict = {}
+
+    class Given(Exception):
+        pass
+
+    @functools.wraps(ClusterPlan.__init__)
+    def recording_init(self, *args, **kwargs):
+        seen.update(kwargs)
+        raise Given
+
+    monkeypatch.setattr(_base, "ClusterPlan", type("RecordingPlan", (ClusterPlan,), {"__init__": recording_init}))
+    adata = scdmac.data.simulate(n_cells=120, n_genes=40, n_clusters=3, seed=0)
+    model_cls = getattr(scdmac.model, model_name)
+    model_cls.setup_anndata(adata, layer="counts", n_top_genes=40)
+    model = model_cls(adata, n_clusters=3)
+    with pytest.raises(Given):
+        model.train(stages="cluster", plan_kwargs=plan_kwargs, enable_progress_bar=False)
+    assert seen["target_balance"] == expected

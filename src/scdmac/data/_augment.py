@@ -26,6 +26,11 @@ def augment_expression(
         Variance of the additive Gaussian noise, on the log scale.
     swap_rate
         Fraction of entries replaced by the neighbour's value.
+
+    Returns
+    -------
+    :class:`torch.Tensor`
+        The perturbed expression, of ``x``'s shape (``x`` itself when no perturbation applies).
     """
     out = x
     if swap_rate > 0 and x_neighbor is not None:

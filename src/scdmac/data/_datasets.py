@@ -33,6 +33,11 @@ def data_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     cache_dir
         Explicit folder; otherwise ``$SCDMAC_DATA_DIR`` when set, otherwise the platform's user cache folder
         (e.g. ``~/.cache/scdmac`` on Linux).
+
+    Returns
+    -------
+    :class:`~pathlib.Path`
+        The folder (not created here: :func:`fetch` creates it before a download).
     """
     import pooch
 
@@ -61,7 +66,8 @@ def fetch(source: str | os.PathLike, *, sha256: str | None = None, cache_dir: st
 
     Returns
     -------
-    Path of the file on this machine.
+    :class:`~pathlib.Path`
+        Path of the file on this machine.
     """
     text = os.fspath(source)
     if "://" not in text:
@@ -96,6 +102,12 @@ def read(
         Expected SHA-256 of a downloaded file (see :func:`fetch`).
     cache_dir
         Where downloads are kept (see :func:`data_dir`).
+
+    Returns
+    -------
+    :class:`~anndata.AnnData`
+        The file's cells and genes, counts in ``X`` (CSR, float32), labels in ``obs["cell_type"]`` when
+        the file has a known label column.
     """
     import anndata
     import pandas as pd
@@ -121,5 +133,10 @@ def paul15(*, cache_dir: str | os.PathLike | None = None) -> AnnData:
     ----------
     cache_dir
         Where downloads are kept (see :func:`data_dir`).
+
+    Returns
+    -------
+    :class:`~anndata.AnnData`
+        Cells × genes raw counts (CSR, float32), clusters in ``obs["cell_type"]``.
     """
     return read(PAUL15_URL, cache_dir=cache_dir)

@@ -13,7 +13,20 @@ DEVICE_MEMORY_SHARE = 0.25
 
 
 def fits_on_gpu(nbytes: int, device: torch.device | str = "cuda") -> bool:
-    """Whether ``nbytes`` take at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU)."""
+    """Whether ``nbytes`` take at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU).
+
+    Parameters
+    ----------
+    nbytes
+        Size of the data to place, in bytes.
+    device
+        The device asked about; any device other than a CUDA one gives ``False``.
+
+    Returns
+    -------
+    bool
+        Whether the data fit in the device's share.
+    """
     device = torch.device(device)
     if device.type != "cuda":
         return False
@@ -22,7 +35,13 @@ def fits_on_gpu(nbytes: int, device: torch.device | str = "cuda") -> bool:
 
 
 def check_counts_on_device(value) -> None:
-    """Refuse a ``counts_on_device`` setting other than ``True``, ``False`` or ``"auto"``."""
+    """Refuse a ``counts_on_device`` setting other than ``True``, ``False`` or ``"auto"``.
+
+    Parameters
+    ----------
+    value
+        The ``counts_on_device`` setting given to ``train()`` or :class:`~scdmac.data.CellDataModule`.
+    """
     if value not in (True, False, "auto"):
         raise ValueError(f"counts_on_device must be True, False or 'auto', not {value!r}.")
 
@@ -59,7 +78,18 @@ class DeviceCounts:
         return 8 * nnz + 8 * (self.shape[0] + 1)
 
     def fits(self, device: torch.device | str) -> bool:
-        """Whether the matrix takes at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU)."""
+        """Whether the matrix takes at most :data:`DEVICE_MEMORY_SHARE` of a GPU's free memory (false off a GPU).
+
+        Parameters
+        ----------
+        device
+            The training device (see :func:`fits_on_gpu`).
+
+        Returns
+        -------
+        bool
+            Whether the counts fit in the device's share (:attr:`nbytes`).
+        """
         return fits_on_gpu(self.nbytes, device)
 
     def _tensors(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -82,7 +112,18 @@ class DeviceCounts:
         return self._on[device]
 
     def rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Dense float32 counts of ``rows`` (row numbers, repeats allowed), on ``rows``' device, in their order."""
+        """Dense float32 counts of ``rows``, on ``rows``' device, in their order.
+
+        Parameters
+        ----------
+        rows
+            Row numbers (repeats allowed), on the device to read on.
+
+        Returns
+        -------
+        :class:`torch.Tensor`
+            ``(len(rows), n_genes)`` float32.
+        """
         parts = self._tensors(rows.device)
         rows = rows.long().view(-1)
         start = parts["indptr"][rows]

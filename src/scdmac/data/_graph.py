@@ -88,9 +88,20 @@ def search(
 ):
     """Indices and distances of each query row's ``n_neighbors`` nearest ``reference`` rows.
 
-    The engine behind :func:`knn` (``query`` is ``reference`` there); see :func:`knn` for
-    ``metric``, ``method`` and ``device`` (``"auto"`` decides by the number of reference rows). To search the
-    same reference many times, build a :class:`NeighborIndex` once.
+    The engine behind :func:`knn` (``query`` is ``reference`` there). To search the same reference
+    many times, build a :class:`NeighborIndex` once.
+
+    Parameters
+    ----------
+    reference
+        Rows × features searched (dense).
+    query
+        Rows × features whose neighbours are sought (when it is ``reference`` itself, rows are not left
+        out of their own neighbours).
+    n_neighbors
+        Neighbours per query row (fewer when ``reference`` has fewer rows).
+    metric, random_state, method, device
+        As for :func:`knn` (``"auto"`` decides by the number of reference rows).
 
     Returns
     -------
@@ -155,7 +166,20 @@ class NeighborIndex:
             )
 
     def query(self, X: np.ndarray, n_neighbors: int):
-        """Indices (int64) and distances (float32) of each row's ``n_neighbors`` nearest reference rows."""
+        """Indices (int64) and distances (float32) of each row's ``n_neighbors`` nearest reference rows.
+
+        Parameters
+        ----------
+        X
+            Rows × features, in the reference's coordinates.
+        n_neighbors
+            Neighbours per row (fewer when the reference has fewer rows).
+
+        Returns
+        -------
+        indices, distances
+            ``(n_rows, n_neighbors)`` arrays: positions in the reference and distances (cosine: ``1 − cos``).
+        """
         k = int(min(n_neighbors, self.n_rows))
         if self.on_device is not None:
             idx, dist = _torch_search(*self.on_device, _for_exact(X, self.metric), k)
@@ -241,7 +265,23 @@ class BalancedIndex:
             self.parts.append((members, NeighborIndex(reference[members], metric, method, random_state, per_group)))
 
     def query(self, X: np.ndarray, per_group: int, exclude_self: bool = False):
-        """Each row's ``per_group`` nearest reference rows in every group (see :func:`balanced_search`)."""
+        """Each row's ``per_group`` nearest reference rows in every group (see :func:`balanced_search`).
+
+        Parameters
+        ----------
+        X
+            Rows × features, in the reference's coordinates.
+        per_group
+            Neighbours taken from each group.
+        exclude_self
+            ``X`` is the reference: leave each row out of its own neighbours.
+
+        Returns
+        -------
+        indices, distances
+            ``(n_rows, per_group × n_groups)`` positions in the reference and distances, each group's
+            neighbours in turn; a group with fewer rows repeats its last neighbour.
+        """
         indices, distances = [], []
         for members, index in self.parts:
             idx, dist = index.query(X, per_group + 1 if exclude_self else per_group)
@@ -308,6 +348,17 @@ def balanced_knn(
     taking ``ceil(n_neighbors / n_groups)`` neighbours from each sample links every cell to its
     closest counterparts in all of them, so graph-based smoothing and neighbour swaps mix samples.
 
+    Parameters
+    ----------
+    X
+        Cells × features (dense).
+    groups
+        Group (sample) of each cell.
+    n_neighbors
+        Neighbours per cell in all groups together, self excluded.
+    metric, random_state, method
+        As for :func:`knn`.
+
     Returns
     -------
     indices, distances
@@ -330,7 +381,20 @@ def _drop_self(idx: np.ndarray, dist: np.ndarray, k: int):
 
 
 def neighbourhood_mean(X: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Each row of ``X`` averaged with its neighbours' rows (``indices``: ``(n, k)`` positions), sparse."""
+    """Each row of ``X`` averaged with its ``k`` neighbours' rows, by one sparse product.
+
+    Parameters
+    ----------
+    X
+        Rows × features.
+    indices
+        ``(n, k)`` neighbour positions of each row (a neighbour listed twice counts twice).
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        The averaged rows, float32, of ``X``'s shape.
+    """
     n, k = indices.shape
     A = sp.csr_matrix((np.ones(n * k, dtype=np.float32), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
     return ((X + A @ X) / (k + 1)).astype(np.float32)
@@ -340,6 +404,18 @@ def neighbour_links(indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
     """Binary sparse matrix with a 1 at ``(i, indices[i, j])``, float32.
 
     A neighbour listed twice in a row (a small sample's padding in a balanced graph) is one link.
+
+    Parameters
+    ----------
+    indices
+        ``(n, k)`` neighbour positions of each row.
+    n_columns
+        Number of columns: the rows the positions point into.
+
+    Returns
+    -------
+    :class:`scipy.sparse.csr_matrix`
+        ``(n, n_columns)`` links.
     """
     n, k = indices.shape
     links = sp.csr_matrix(
@@ -351,7 +427,20 @@ def neighbour_links(indices: np.ndarray, n_columns: int) -> sp.csr_matrix:
 
 
 def adjacency(indices: np.ndarray, symmetric: bool = True) -> sp.csr_matrix:
-    """Binary sparse adjacency from neighbour indices; symmetrised with ``max(A, Aᵀ)``."""
+    """Binary sparse adjacency from neighbour indices, without self-loops.
+
+    Parameters
+    ----------
+    indices
+        ``(n_cells, k)`` neighbour positions of each cell.
+    symmetric
+        Symmetrise with ``max(A, Aᵀ)``: cells are linked when either lists the other.
+
+    Returns
+    -------
+    :class:`scipy.sparse.csr_matrix`
+        ``(n_cells, n_cells)`` float32 adjacency.
+    """
     A = neighbour_links(indices, indices.shape[0])
     if symmetric:
         A = A.maximum(A.T)
@@ -361,7 +450,18 @@ def adjacency(indices: np.ndarray, symmetric: bool = True) -> sp.csr_matrix:
 
 
 def normalized_adjacency(A: sp.spmatrix) -> sp.csr_matrix:
-    """``D^-1/2 (A + I) D^-1/2``, sparse."""
+    """``D^-1/2 (A + I) D^-1/2``, sparse.
+
+    Parameters
+    ----------
+    A
+        Square adjacency (without self-loops: ``I`` adds them); ``D`` is the degree of ``A + I``.
+
+    Returns
+    -------
+    :class:`scipy.sparse.csr_matrix`
+        The normalised adjacency, float32.
+    """
     A = sp.csr_matrix(A, dtype=np.float32) + sp.identity(A.shape[0], dtype=np.float32, format="csr")
     d = np.asarray(A.sum(axis=1)).ravel()
     inv_sqrt = sp.diags((1.0 / np.sqrt(d)).astype(np.float32))
@@ -369,6 +469,20 @@ def normalized_adjacency(A: sp.spmatrix) -> sp.csr_matrix:
 
 
 def _to_torch(A: sp.spmatrix, device=None) -> torch.Tensor:
+    """A scipy sparse matrix as a coalesced sparse COO torch tensor of float32 values.
+
+    Parameters
+    ----------
+    A
+        Any scipy sparse matrix.
+    device
+        Where the tensor is made (``None``: the CPU).
+
+    Returns
+    -------
+    :class:`torch.Tensor`
+        Sparse COO, of ``A``'s shape.
+    """
     A = sp.coo_matrix(A)
     index = torch.from_numpy(np.vstack([A.row, A.col]).astype(np.int64))
     values = torch.from_numpy(A.data.astype(np.float32))
@@ -429,6 +543,11 @@ class CellGraph:
     def subgraph(self, cells: np.ndarray) -> dict[str, torch.Tensor]:
         """The graph induced by ``cells``, in their order.
 
+        Parameters
+        ----------
+        cells
+            Positions of the cells, e.g. a minibatch's.
+
         Returns
         -------
         dict
@@ -457,6 +576,15 @@ def partition_cells(X: np.ndarray, partition_size: int, random_state: int = 0) -
     minibatches made of whole groups keep most edges (Cluster-GCN's idea, with k-means standing in
     for a graph partitioner). Above :data:`PARTITION_SAMPLE_ABOVE` cells the centres start at random
     cells of a random sample, are fitted on it and all cells then assigned to the nearest one.
+
+    Parameters
+    ----------
+    X
+        Cells × coordinates (e.g. principal components).
+    partition_size
+        Cells per group, on average: ``round(n_cells / partition_size)`` groups (at least one).
+    random_state
+        Seed of the k-means (and of the sample of large data).
 
     Returns
     -------

@@ -122,6 +122,18 @@ def read_rows(matrix, rows: np.ndarray) -> np.ndarray:
 
     Each distinct row is read once, in increasing order (what an HDF5 file needs), then repeated and
     reordered as asked.
+
+    Parameters
+    ----------
+    matrix
+        Cells × genes, dense or sparse.
+    rows
+        Row positions, in any order, repeats allowed.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        ``(len(rows), n_genes)`` float32, C-contiguous.
     """
     unique, inverse = np.unique(rows, return_inverse=True)
     block = matrix[unique]
@@ -417,9 +429,21 @@ def split_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training and validation cell positions, sized by scvi-tools' own rule (``validate_data_split``).
 
-    ``train_size=None`` and ``validation_size=None``: every cell trains; only ``validation_size``:
-    the other cells train; only ``train_size``: the other cells validate. The shuffle follows
-    ``scvi.settings.seed``, as scvi-tools' data splitter does.
+    Parameters
+    ----------
+    n_obs
+        Number of cells.
+    train_size, validation_size
+        Shares of the cells that train and validate. Both ``None``: every cell trains; only
+        ``validation_size``: the other cells train; only ``train_size``: the other cells validate.
+    shuffle
+        Draw the split at random, following ``scvi.settings.seed`` as scvi-tools' data splitter does;
+        else the first cells train.
+
+    Returns
+    -------
+    train, validation
+        Sorted int64 positions of the training and of the validation cells.
     """
     from scvi import settings
     from scvi.dataloaders._data_splitting import validate_data_split

@@ -37,7 +37,18 @@ MIN_SIGNAL_COMPONENTS = 10
 
 
 def in_memory(X) -> bool:
-    """Whether ``X`` is an in-memory matrix (numpy or scipy), as opposed to one backed on disk."""
+    """Whether ``X`` is an in-memory matrix (numpy or scipy), as opposed to one backed on disk.
+
+    Parameters
+    ----------
+    X
+        A cells × genes matrix, e.g. ``adata.X`` or a layer.
+
+    Returns
+    -------
+    bool
+        ``True`` for a numpy array or a scipy sparse matrix.
+    """
     return isinstance(X, np.ndarray) or sp.issparse(X)
 
 
@@ -46,13 +57,36 @@ def row_chunks(X, chunk_size: int = CHUNK_CELLS) -> Iterator[tuple[int, sp.csr_m
 
     Works on in-memory matrices and on AnnData's backed ones (h5ad/zarr, dense or sparse), reading
     one block at a time, so memory stays bounded by the block.
+
+    Parameters
+    ----------
+    X
+        Cells × genes matrix, in memory or backed on disk.
+    chunk_size
+        Rows per block (the last block may have fewer).
+
+    Yields
+    ------
+    start, block
+        Position of the block's first row in ``X``, and the block (:class:`scipy.sparse.csr_matrix`).
     """
     for start in range(0, X.shape[0], chunk_size):
         yield start, sp.csr_matrix(X[start : min(start + chunk_size, X.shape[0])])
 
 
 def library_size(counts) -> np.ndarray:
-    """Total counts per cell as float64 (read in blocks when ``counts`` is backed on disk)."""
+    """Total counts per cell as float64 (read in blocks when ``counts`` is backed on disk).
+
+    Parameters
+    ----------
+    counts
+        Cells × genes counts, dense or sparse, in memory or backed on disk.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        One total per cell.
+    """
     if not in_memory(counts):
         return np.concatenate([library_size(block) for _, block in row_chunks(counts)])
     return np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
@@ -63,6 +97,20 @@ def random_rows(n: int, size: int, random_state: int | None) -> np.ndarray:
 
     The one sample that steps working on a subset of large data take (gene selection, the noise
     threshold, the Leiden start); sorted so that sparse and backed matrices are read in row order.
+
+    Parameters
+    ----------
+    n
+        Number of rows to draw from.
+    size
+        Number of rows drawn (at most ``n``).
+    random_state
+        Seed of the draw (``None``: fresh entropy).
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        ``size`` distinct positions in ``[0, n)``, sorted.
     """
     return np.sort(np.random.default_rng(random_state).choice(n, size, replace=False))
 
@@ -75,6 +123,18 @@ def normalization_target(counts, target_sum: float | None) -> float:
     (10,000 counts for cells of a few hundred to a few thousand) acts as a pseudo-count of a fraction
     of a count, and a cell's depth then stays in its log expression (Ahlmann-Eltze and Huber, Nat.
     Methods 2023). Measured in the method notes, "Sequencing depth in the embeddings".
+
+    Parameters
+    ----------
+    counts
+        Cells × genes counts (in memory or backed on disk); read only when ``target_sum`` is ``None``.
+    target_sum
+        A positive, finite target, or ``None`` for the median library size.
+
+    Returns
+    -------
+    float
+        The target.
     """
     if target_sum is None:
         return float(np.median(library_size(counts)))
@@ -84,7 +144,20 @@ def normalization_target(counts, target_sum: float | None) -> float:
 
 
 def log_normalize(counts, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
-    """``log1p(counts / library * target_sum)`` as a float32 CSR matrix (a new matrix, input untouched)."""
+    """``log1p(counts / library * target_sum)`` as a float32 CSR matrix (a new matrix, input untouched).
+
+    Parameters
+    ----------
+    counts
+        Cells × genes counts in memory, dense or sparse; ``library`` is each cell's total over all genes.
+    target_sum
+        Total counts each cell is scaled to before ``log1p``.
+
+    Returns
+    -------
+    :class:`scipy.sparse.csr_matrix`
+        Cells × genes, float32.
+    """
     X = sp.csr_matrix(counts, dtype=np.float32, copy=True)
     scale = (target_sum / library_size(X)).astype(np.float32)
     X = sp.csr_matrix(sp.diags(scale) @ X)
@@ -95,8 +168,20 @@ def log_normalize(counts, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
 def highly_variable_genes(log_counts, n_top_genes: int, gene_min_cells: int = 1) -> np.ndarray:
     """Boolean mask of the ``n_top_genes`` most variable genes (Scanpy's ``seurat`` flavour).
 
-    Genes detected in fewer than ``gene_min_cells`` cells are never selected; where fewer genes than
-    ``n_top_genes`` remain, all of them are kept.
+    Parameters
+    ----------
+    log_counts
+        Cells × genes log-normalised expression, dense or sparse.
+    n_top_genes
+        Number of genes selected.
+    gene_min_cells
+        Genes detected (non-zero) in fewer than this many cells are never selected; where fewer genes
+        than ``n_top_genes`` remain, all of them are kept.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        Boolean mask over the genes of ``log_counts``.
     """
     import anndata as ad
     import scanpy as sc
@@ -156,7 +241,18 @@ def signal_components(X, random_state: int | None = 0) -> int:
 
 
 def pca(X, n_comps: int, random_state: int | None, above_noise: bool = False) -> np.ndarray:
-    """Principal components of ``X`` (dense or sparse, centred implicitly) as float32 (see :func:`fit_pca`)."""
+    """Principal components of ``X`` (dense or sparse, centred implicitly) as float32 (see :func:`fit_pca`).
+
+    Parameters
+    ----------
+    X, n_comps, random_state, above_noise
+        As for :func:`fit_pca`.
+
+    Returns
+    -------
+    :class:`numpy.ndarray`
+        Cells × components, float32.
+    """
     return fit_pca(X, n_comps, random_state, above_noise)[0]
 
 
@@ -164,9 +260,25 @@ def fit_pca(X, n_comps: int, random_state: int | None, above_noise: bool = False
     """Principal components of ``X`` as float32, and the fitted PCA (its ``transform`` projects new rows).
 
     Tall sparse matrices (:data:`COVARIANCE_PCA_MIN_CELLS`) take :class:`CovariancePCA`, others
-    scikit-learn's PCA (ARPACK on sparse input, which centres implicitly). With ``above_noise``, at
-    most ``n_comps``: only those above the noise (:func:`signal_components`), but at least
-    :data:`MIN_SIGNAL_COMPONENTS`.
+    scikit-learn's PCA (ARPACK on sparse input, which centres implicitly).
+
+    Parameters
+    ----------
+    X
+        Cells × genes, dense or sparse (e.g. log-normalised expression of the selected genes).
+    n_comps
+        Number of components (capped at one less than the number of cells and of genes).
+    random_state
+        Seed of scikit-learn's solver and of :func:`signal_components`' cell sample.
+    above_noise
+        At most ``n_comps``: only those above the noise (:func:`signal_components`), but at least
+        :data:`MIN_SIGNAL_COMPONENTS`.
+
+    Returns
+    -------
+    components, model
+        Cells × components (float32), and the fitted :class:`~sklearn.decomposition.PCA` or
+        :class:`CovariancePCA`.
     """
     from sklearn.decomposition import PCA
 
@@ -192,6 +304,13 @@ def unit_variance(X, scaler=None):
     variance as they are. With ``scaler`` (fitted on the training cells), new cells are divided by its
     deviations instead of their own.
 
+    Parameters
+    ----------
+    X
+        Cells × genes, dense or sparse.
+    scaler
+        A fitted scaler to divide by (``None``: fit one on ``X``).
+
     Returns
     -------
     scaled, scaler
@@ -212,6 +331,18 @@ def centred_gram(X, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
     block's product is a multi-threaded BLAS call in ``dtype``, summed in float64: on 2 cores and a
     300,000 x 2,000 matrix with 12% non-zeros, 5.8 s against 48 s for SciPy's sparse product, which
     runs on one thread. Memory beyond ``X`` is one block and the genes x genes result.
+
+    Parameters
+    ----------
+    X
+        Cells × genes, dense or sparse.
+    dtype
+        Precision of the blocks and their products.
+
+    Returns
+    -------
+    mean, gram
+        Column means (float64) and the genes × genes matrix.
     """
     n, p = X.shape
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
@@ -269,12 +400,24 @@ class CovariancePCA:
 def log_expression(counts, gene_indices: np.ndarray, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
     """Log-normalised expression of ``gene_indices`` for all cells (library sizes over all genes), in blocks.
 
-    Each cell is scaled to ``target_sum`` total counts before ``log1p``.
-
     Blocks of an in-memory matrix are normalised on all cores at once (SciPy's sparse kernels and
     NumPy's ``log1p`` release the GIL; 1,000,000 cells, 1,000 of 2,000 genes, 2 cores: 4.9–5.5 s
     instead of 6.5–8.1 s, the same matrix to the bit); a matrix backed on disk is read one block
     after the other.
+
+    Parameters
+    ----------
+    counts
+        Cells × genes counts, in memory or backed on disk.
+    gene_indices
+        Positions of the genes kept.
+    target_sum
+        Each cell is scaled to ``target_sum`` total counts before ``log1p``.
+
+    Returns
+    -------
+    :class:`scipy.sparse.csr_matrix`
+        Cells × kept genes, float32.
     """
     genes = np.asarray(gene_indices)
     if not in_memory(counts):
@@ -301,6 +444,19 @@ def selected_log_expression(
     1,000,000 simulated cells, 1,000 of 2,000 genes: 5.4 s instead of 27 s, and 961 of the 1,000
     genes the same as on all cells.)
 
+    Parameters
+    ----------
+    counts
+        Cells × genes counts, in memory or backed on disk.
+    n_top_genes
+        Number of highly variable genes selected.
+    gene_min_cells
+        Genes detected in fewer cells are never selected (see :func:`highly_variable_genes`).
+    random_state
+        Seed of the cell sample of large data.
+    target_sum
+        Total counts each cell is scaled to before ``log1p``.
+
     Returns
     -------
     hvg, log_expression
@@ -326,6 +482,20 @@ def log_moments(counts, gene_indices: np.ndarray, target_sum: float = TARGET_SUM
     The expression is what a module computes from a batch of counts (``log1p`` of counts scaled to
     ``target_sum`` per cell, library sizes over all genes), so fixed input statistics match it.
     A matrix backed on disk is read in blocks.
+
+    Parameters
+    ----------
+    counts
+        Cells × genes counts, in memory or backed on disk.
+    gene_indices
+        Positions of the genes.
+    target_sum
+        Total counts each cell is scaled to before ``log1p``.
+
+    Returns
+    -------
+    mean, var
+        One value per gene of ``gene_indices``, float32 (variances over the cells, not unbiased).
     """
     X = log_expression(counts, gene_indices, target_sum)
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
@@ -341,6 +511,15 @@ def sample_log_shift(
     Subtracting a cell's row from its expression (what the modules do with a sample registered)
     gives every sample the same mean profile: ComBat's location step, without its shrinkage. Read in
     blocks, so a matrix backed on disk works too.
+
+    Parameters
+    ----------
+    counts, gene_indices, target_sum
+        As for :func:`log_moments`.
+    samples
+        Sample code (``0 … n_samples-1``) of every cell.
+    n_samples
+        Number of samples (rows of the result; a sample without cells gets minus the overall mean).
 
     Returns
     -------

@@ -21,6 +21,18 @@ def get_counts(adata: AnnData, layer: str | None):
 
     A backed ``X`` (``read_h5ad(..., backed="r")``) is returned as AnnData's on-disk matrix: setup
     reads it in blocks and training reads each minibatch's rows from the file.
+
+    Parameters
+    ----------
+    adata
+        The AnnData holding the counts.
+    layer
+        Name of the layer holding raw counts, or ``None`` for ``adata.X``.
+
+    Returns
+    -------
+    array, sparse matrix or backed dataset
+        The counts matrix as the AnnData holds it (in memory, or on disk when backed).
     """
     if layer is None:
         return adata.X
@@ -98,7 +110,22 @@ def _check_values(X, where: str) -> None:
 def check_covariates(adata: AnnData, batch_key: str | None, covariate_keys: list[str]) -> np.ndarray | None:
     """Check the sample and covariate columns named at setup; return the sample codes (``None`` without one).
 
-    Each must be a column of ``adata.obs`` without missing values, named once.
+    Each must be a column of ``adata.obs`` without missing values, named once. Samples of fewer than
+    :data:`MIN_SAMPLE_CELLS` cells are named in a warning.
+
+    Parameters
+    ----------
+    adata
+        The AnnData whose ``obs`` holds the columns.
+    batch_key
+        Column of each cell's sample, or ``None``.
+    covariate_keys
+        Columns of the categorical covariates.
+
+    Returns
+    -------
+    :class:`numpy.ndarray` or None
+        Sample code (int64) of each cell; ``None`` without ``batch_key``.
     """
     keys = ([batch_key] if batch_key is not None else []) + covariate_keys
     for key in keys:
@@ -136,7 +163,15 @@ def check_covariates(adata: AnnData, batch_key: str | None, covariate_keys: list
 
 
 def check_n_clusters(n_clusters: int | None, n_obs: int) -> None:
-    """Raise unless ``n_clusters`` is ``None`` or an integer in ``[2, n_obs - 1]``."""
+    """Raise unless ``n_clusters`` is ``None`` or an integer in ``[2, n_obs - 1]``.
+
+    Parameters
+    ----------
+    n_clusters
+        Number of clusters asked for (``None``: estimated).
+    n_obs
+        Number of cells.
+    """
     if n_clusters is None:
         return
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)):
@@ -151,7 +186,15 @@ def check_n_clusters(n_clusters: int | None, n_obs: int) -> None:
 
 
 def check_n_neighbors(n_neighbors: int, n_obs: int) -> None:
-    """Raise unless ``1 <= n_neighbors < n_obs``."""
+    """Raise unless ``1 <= n_neighbors < n_obs``.
+
+    Parameters
+    ----------
+    n_neighbors
+        Neighbours per cell of the kNN graph.
+    n_obs
+        Number of cells.
+    """
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
         raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.")
     if n_neighbors >= n_obs:
@@ -162,7 +205,17 @@ def check_n_neighbors(n_neighbors: int, n_obs: int) -> None:
 
 
 def check_int(name: str, value, minimum: int) -> None:
-    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``; the message names ``name``."""
+    """Raise unless ``value`` is an integer (not a bool) of at least ``minimum``.
+
+    Parameters
+    ----------
+    name
+        How the error message names the argument, e.g. ``"n_pcs"``.
+    value
+        The value checked.
+    minimum
+        Smallest value allowed.
+    """
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
 
@@ -177,6 +230,12 @@ def check_network_args(args: dict) -> None:
 
     Sizes must be positive integers, ``hidden_widths`` a non-empty sequence of them, and rates lie in
     [0, 1); a bad value would otherwise fail inside torch or scikit-learn after pretraining.
+
+    Parameters
+    ----------
+    args
+        The model's arguments by name (e.g. its ``__init__``'s locals); only :data:`NETWORK_SIZES`,
+        ``hidden_widths`` and :data:`NETWORK_RATES` are checked, and a rate of ``None`` passes.
     """
     for name in NETWORK_SIZES:
         if name in args:
@@ -198,7 +257,13 @@ PRECISIONS = ("32", "32-true", "bf16", "bf16-mixed", "16", "16-mixed")
 
 
 def check_precision(precision) -> None:
-    """Refuse a Lightning ``precision`` whose weights are not float32 (the outputs read float32 inputs)."""
+    """Refuse a Lightning ``precision`` whose weights are not float32 (the outputs read float32 inputs).
+
+    Parameters
+    ----------
+    precision
+        Lightning's ``precision`` setting; one of :data:`PRECISIONS` (compared as a string) passes.
+    """
     if str(precision) not in PRECISIONS:
         raise ValueError(
             f"precision={precision!r} is not supported: the models keep float32 weights. Pass '32-true', or a "
@@ -210,6 +275,12 @@ def check_trainer_kwargs(trainer_kwargs: dict) -> None:
     """Refuse keyword arguments that neither scvi-tools' nor Lightning's trainer takes, before any training.
 
     Lightning would raise only once the first stage starts, after the work that comes before it.
+    The error suggests the closest known name.
+
+    Parameters
+    ----------
+    trainer_kwargs
+        Keyword arguments meant for the trainer (those ``train()`` does not take itself).
     """
     import difflib
     import inspect
@@ -236,7 +307,19 @@ def check_train_args(
     early_stopping_patience: int | None = None,
     kmeans_n_init: int | None = None,
 ) -> None:
-    """The checks of ``train()``'s arguments, run before any training (and by the CLI before reading data)."""
+    """The checks of ``train()``'s arguments, run before any training (and by the CLI before reading data).
+
+    Parameters
+    ----------
+    max_epochs
+        Epochs per stage: ``None`` or an integer of at least 1.
+    batch_size
+        Cells per minibatch: an integer of at least 2 (a minibatch of one cell has no batch statistics).
+    stages
+        Stage or stages to run: ``None`` (all) or a name or non-empty sequence of names.
+    early_stopping_patience, kmeans_n_init
+        ``None`` or an integer of at least 1.
+    """
     if max_epochs is not None:
         check_int("max_epochs", max_epochs, 1)
     # a minibatch of one cell has no batch statistics (SCDMAC's batch norm fails on it)
@@ -250,7 +333,20 @@ def check_train_args(
 
 
 def check_indices(indices, n_obs: int) -> np.ndarray | None:
-    """``indices`` as an int64 array of row positions in ``[0, n_obs)`` (``None`` stays ``None``)."""
+    """``indices`` as an int64 array of row positions in ``[0, n_obs)`` (``None`` stays ``None``).
+
+    Parameters
+    ----------
+    indices
+        Integer row positions (1-D), a boolean mask of ``n_obs`` entries, or ``None``.
+    n_obs
+        Number of cells.
+
+    Returns
+    -------
+    :class:`numpy.ndarray` or None
+        The positions (those of the mask's ``True`` entries for a mask).
+    """
     if indices is None:
         return None
     rows = np.asarray(indices)

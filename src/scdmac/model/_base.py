@@ -143,6 +143,12 @@ def _merge_history(old: dict | None, new: dict | None) -> dict:
     return merged
 
 
+def _epochs_logged(history: dict | None, stage: str) -> int:
+    """Epochs that ``stage`` logged its loss for in one training's ``history`` (0 when it logged none)."""
+    frame = (history or {}).get(f"{stage}_loss")
+    return 0 if frame is None else len(frame)
+
+
 class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     """Base of :class:`~scdmac.model.SCDMAC` and :class:`~scdmac.model.SCDSEC`.
 
@@ -159,6 +165,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
     _default_batch_size: int = 256
     #: how the clustering stage places its centres unless ``train(cluster_init=...)`` says otherwise
     _cluster_init: Literal["kmeans", "leiden"] = "kmeans"
+    #: exponent of a cluster's size in DEC's target unless ``plan_kwargs["target_balance"]`` says otherwise
+    _target_balance: float = 1.0
     #: what query cells are placed on, for models whose outputs depend on graph neighbours
     _reference_cache: object | None = None
     #: a whole-data pass a model may reuse while the weights stand; a dict only inside :meth:`train`
@@ -458,7 +466,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         plan_kwargs
             Extra arguments of the training plans (:class:`~scdmac.train.StagePlan`,
             :class:`~scdmac.train.ClusterPlan`), e.g. ``weight_decay``, ``eps``, ``update_interval``,
-            ``refill`` or ``collapse_fraction``; each plan takes the ones it has.
+            ``refill``, ``collapse_fraction`` or ``target_balance`` (the exponent of a cluster's size in
+            DEC's target: 0.5 for SCDMAC, 1, DEC's own, for SCDSEC); each plan takes the ones it has.
         early_stopping_patience
             Epochs without improvement before a pretraining stage stops (never before this many
             epochs, nor before the stage's default budget of steps).
@@ -591,6 +600,7 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
                     self._init_clusters(self.init_params_["non_kwargs"]["n_clusters"], cluster_init, kmeans_n_init)
                     args = {k: v for k, v in plan_kwargs.items() if k in cluster_args}
                     args.setdefault("seed", _seed())
+                    args.setdefault("target_balance", self._target_balance)
                     plan = ClusterPlan(self.module, stage, self._embed_all, tol=tol, lr=cluster_lr, **args)
                 else:
                     args = {k: v for k, v in plan_kwargs.items() if k in stage_args}
@@ -733,8 +743,9 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
             raise
         finally:
             plan.release_parts()
-        self.history_ = _merge_history(previous, self.history_)
-        epochs = runner.trainer.current_epoch
+        logged, self.history_ = self.history_, _merge_history(previous, self.history_)
+        # under ddp_spawn the loop ran in child processes and this trainer counted nothing: count the logged epochs
+        epochs = runner.trainer.current_epoch or _epochs_logged(logged, plan.stage.name)
         ran = f"{epochs} epoch{'' if epochs == 1 else 's'}"
         if plan.stop_reason is not None:
             logger.info("Stage %r stopped after %s: %s.", plan.stage.name, ran, plan.stop_reason)

@@ -39,6 +39,8 @@ class SCDMAC(DeepClusteringModel):
        measured between the embedding's directions (``cluster_metric="cosine"``, the geometry of the
        cosine kNN graph; ``"euclidean"`` is the papers' choice), seen from the mean of k-means
        centres so that a type holding most cells is not cut (:meth:`~scdmac.module.ClusterHead.fit_sphere`).
+       DEC's target divides by the square root of each cluster's soft size, not the size itself
+       (``plan_kwargs={"target_balance": 1}`` gives DEC's), so that it drains large types less.
 
     Parameters
     ----------
@@ -111,6 +113,9 @@ class SCDMAC(DeepClusteringModel):
     _module_cls = SCDMACModule
     _prefix = "scdmac"
     _graph_metric = "cosine"
+    # DEC's target divided by the square root of each cluster's size: the full size pulls cells out of a
+    # type that holds half the tissue (method notes, "DEC's target with the square root of each cluster's size")
+    _target_balance = 0.5
 
     def __init__(
         self,
