@@ -42,10 +42,10 @@ def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[f
 
     model_cls = getattr(scdmac.model, model_name)
     for ds in datasets:
+        # a file is read once; simulated and redrawn tissue (benchmarks/tissue.py) is drawn anew for each seed
+        real = None if ds in SIMULATED or ds in RESAMPLED else ad.read_h5ad(DEFAULT_DATA / f"{ds}.h5ad")
         for seed in seeds:
-            # simulated and redrawn tissue (benchmarks/tissue.py) is drawn anew for each seed
-            tissue = ds in SIMULATED or ds in RESAMPLED
-            data = load_tissue(ds, seed) if tissue else ad.read_h5ad(DEFAULT_DATA / f"{ds}.h5ad")
+            data = real if real is not None else load_tissue(ds, seed)
             truth = data.obs["cell_type"].astype(str)
             k = truth.nunique()
             adata = data.copy()
