@@ -363,6 +363,12 @@ def test_training_arguments_checked_before_any_stage(small, tmp_path):
     model = SCDMAC(small, n_clusters=3)
     with pytest.raises(ValueError, match=r"update_interval'\] must be an integer of at least 1"):
         model.train(plan_kwargs={"update_interval": 0}, **FAST_TRAIN)
+    # the clustering plan's own checks, refused before pretraining rather than when the clustering stage begins
+    with pytest.raises(ValueError, match=r"plan_kwargs\['target_balance'\] must be at least 0"):
+        model.train(plan_kwargs={"target_balance": -1}, **FAST_TRAIN)
+    with pytest.raises(ValueError, match=r"plan_kwargs\['collapse_fraction'\] must be in \[0, 1\)"):
+        model.train(plan_kwargs={"collapse_fraction": 1.0}, **FAST_TRAIN)
+    assert not model.is_trained_
     with pytest.raises(ValueError, match="precision='64-true' is not supported"):
         model.train(precision="64-true", **FAST_TRAIN)
     (tmp_path / "file").write_text("")

@@ -550,8 +550,8 @@ class DeepClusteringModel(ExpressionMixin, BaseModelClass):
         unknown = set(plan_kwargs) - cluster_args
         if unknown:
             raise ValueError(f"Unknown plan_kwargs {sorted(unknown)}: the plans take {sorted(cluster_args)}.")
-        if "update_interval" in plan_kwargs:  # checked now, not when the clustering stage begins
-            check_int("plan_kwargs['update_interval']", plan_kwargs["update_interval"], 1)
+        # checked now, not when the clustering stage begins after pretraining
+        ClusterPlan.check_settings(plan_kwargs, name="plan_kwargs[{!r}]")
         if checkpoint_dir is not None and Path(checkpoint_dir).exists() and not Path(checkpoint_dir).is_dir():
             raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is a file: pass a folder for the checkpoint.")
         given = trainer_kwargs.pop("callbacks", None) or []

@@ -185,14 +185,14 @@ class ClusterPlan(StagePlan):
         **kwargs,
     ):
         super().__init__(module, stage, **kwargs)
-        if isinstance(update_interval, bool) or not isinstance(update_interval, int) or update_interval < 1:
-            raise ValueError(f"update_interval must be an integer of at least 1, got {update_interval!r}.")
-        if not 0.0 <= collapse_fraction < 1.0:
-            raise ValueError(f"collapse_fraction must be in [0, 1), got {collapse_fraction}.")
-        if not target_balance >= 0.0:
-            raise ValueError(f"target_balance must be at least 0 (1 is DEC's target), got {target_balance}.")
-        if min_cluster_size < 1:
-            raise ValueError(f"min_cluster_size must be at least 1, got {min_cluster_size}.")
+        self.check_settings(
+            {
+                "update_interval": update_interval,
+                "collapse_fraction": collapse_fraction,
+                "target_balance": target_balance,
+                "min_cluster_size": min_cluster_size,
+            }
+        )
         self.embed_all = embed_all
         self.update_interval = update_interval
         self.tol = tol
@@ -211,6 +211,34 @@ class ClusterPlan(StagePlan):
         self.collapsed_at: int | None = None
         #: how many times a centre was re-seeded
         self.n_refilled = 0
+
+    @staticmethod
+    def check_settings(settings: dict, name: str = "{}") -> None:
+        """Raise on a setting of the clustering stage out of its range.
+
+        The plan checks its own settings; ``train()`` runs the same checks on ``plan_kwargs`` before the
+        first stage, so a bad value is refused before pretraining rather than after it.
+
+        Parameters
+        ----------
+        settings
+            Some of ``update_interval``, ``collapse_fraction``, ``target_balance`` and
+            ``min_cluster_size``, by name; other keys are not checked here.
+        name
+            How an error message names a setting: a format string of its key, e.g. ``"plan_kwargs[{!r}]"``.
+        """
+        value = settings.get("update_interval", 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name.format('update_interval')} must be an integer of at least 1, got {value!r}.")
+        value = settings.get("collapse_fraction", 0.0)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name.format('collapse_fraction')} must be in [0, 1), got {value}.")
+        value = settings.get("target_balance", 1.0)
+        if not value >= 0.0:
+            raise ValueError(f"{name.format('target_balance')} must be at least 0 (1 is DEC's target), got {value}.")
+        value = settings.get("min_cluster_size", 1)
+        if value < 1:
+            raise ValueError(f"{name.format('min_cluster_size')} must be at least 1, got {value}.")
 
     def _embed(self) -> torch.Tensor:
         self.module.eval()
