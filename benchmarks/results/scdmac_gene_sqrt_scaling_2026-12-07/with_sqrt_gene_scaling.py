@@ -7,11 +7,13 @@ between the default's one overall scale and ``sc.pp.scale``'s weights. Usage::
     python with_sqrt_gene_scaling.py benchmarks/tissue.py --model-kwargs '{"input_scaling": "gene"}' ...
 """
 
-import os
-import runpy
 import sys
+from pathlib import Path
 
 from scdmac.module import _nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from patched_run import run_benchmark  # noqa: E402
 
 _standardize_init = _nn.Standardize.__init__
 
@@ -25,8 +27,4 @@ def _init_with_sqrt_scale(self, mean, var, per_feature=True, clip=10.0):
 _nn.Standardize.__init__ = _init_with_sqrt_scale
 
 if __name__ == "__main__":
-    script = sys.argv[1]
-    # the benchmark scripts import their neighbours (``from accuracy import ...``)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
-    sys.argv = sys.argv[1:]
-    runpy.run_path(script, run_name="__main__")
+    run_benchmark(sys.argv[1:])
