@@ -10,6 +10,7 @@ from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
 from .._constants import BATCH_KEYS
+from ..data._validate import check_int
 from ..module._heads import target_distribution
 from ._stages import Stage
 
@@ -227,9 +228,8 @@ class ClusterPlan(StagePlan):
         name
             How an error message names a setting: a format string of its key, e.g. ``"plan_kwargs[{!r}]"``.
         """
-        value = settings.get("update_interval", 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name.format('update_interval')} must be an integer of at least 1, got {value!r}.")
+        if "update_interval" in settings:
+            check_int(name.format("update_interval"), settings["update_interval"], 1)
         value = settings.get("collapse_fraction", 0.0)
         if not 0.0 <= value < 1.0:
             raise ValueError(f"{name.format('collapse_fraction')} must be in [0, 1), got {value}.")
