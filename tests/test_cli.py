@@ -61,7 +61,7 @@ def test_cluster_writes_the_api_keys(counts_file, tmp_path, capsys, model):
         out.write_text("old")
         saved.mkdir()
         (saved / "stale").write_text("old")
-        args += ["--overwrite", "--no-progress", "--cluster-init", "leiden"]
+        args += ["--overwrite", "--no-progress", "--cluster-init", "leiden", "--cluster-metric", "cosine"]
     assert main([*args, "--save-model", str(saved)]) == 0
     stdout, stderr = capsys.readouterr()
     summary = stdout.strip().splitlines()
@@ -78,6 +78,8 @@ def test_cluster_writes_the_api_keys(counts_file, tmp_path, capsys, model):
     assert _files(saved) == ["model.pt", "model.pt.sha256"]
     loaded = getattr(scdmac.model, model.upper()).load(saved, adata=result)
     assert (loaded.predict() == result.obs[f"{model}_cluster"].astype(int).to_numpy()).all()
+    # --cluster-metric reaches the model: SCDSEC's default is Euclidean, SCDMAC's cosine
+    assert loaded.module.cluster_head.metric == "cosine"
 
 
 def _counts(tmp_path, change):

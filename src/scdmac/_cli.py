@@ -156,6 +156,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="how the clustering stage places its centres (default: the model's)",
     )
+    cluster.add_argument(
+        "--cluster-metric",
+        choices=("cosine", "euclidean"),
+        default=None,
+        help="where the clustering stage measures distances: the embedding's directions or the embedding itself "
+        "(default: the model's; SCDMAC cosine, SCDSEC euclidean). On tissue where one cell type holds a third "
+        "or more of the cells, try euclidean with SCDMAC",
+    )
     cluster.add_argument("--save-model", type=Path, default=None, metavar="DIR", help="also save the trained model")
     cluster.add_argument(
         "--resume",
@@ -436,7 +444,8 @@ def cluster(args: argparse.Namespace) -> None:
             try:
                 scvi.settings.seed = args.seed
                 model_cls.setup_anndata(adata, layer=layer, **setup)
-                trained = model_cls(adata, n_clusters=args.n_clusters)
+                model_kwargs = {} if args.cluster_metric is None else {"cluster_metric": args.cluster_metric}
+                trained = model_cls(adata, n_clusters=args.n_clusters, **model_kwargs)
             except (KeyError, ValueError) as err:  # the package's validation: messages name problem and fix
                 message = str(err.args[0]) if err.args else str(err)
                 if "layer" in message:  # its fix is phrased for Python
