@@ -116,6 +116,15 @@ def load_tissue(name: str, seed: int, data_dir: Path = DEFAULT_DATA):
     return resample_tissue(name, seed, data_dir) if name in RESAMPLED else simulate_tissue(name, seed)
 
 
+def load_named(name: str, seed: int | None, data_dir: Path = DEFAULT_DATA):
+    """A benchmark file (``name.h5ad`` in ``data_dir``; ``seed`` unused) or a tissue set (:func:`load_tissue`)."""
+    if name in DATASETS or name in RESAMPLED:
+        return load_tissue(name, seed, data_dir)
+    import anndata as ad
+
+    return ad.read_h5ad(data_dir / f"{name}.h5ad")
+
+
 def cluster(
     method: str,
     adata,

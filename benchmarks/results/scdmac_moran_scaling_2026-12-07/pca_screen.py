@@ -13,7 +13,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
@@ -22,8 +21,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from accuracy import DEFAULT_DATA, SPLIT  # noqa: E402
-from tissue import load_tissue  # noqa: E402
+from accuracy import SPLIT  # noqa: E402
+from tissue import load_named  # noqa: E402
 
 warnings.filterwarnings("ignore")
 SETS = [(name, None) for name in SPLIT["tuning"] + SPLIT["validation"]]
@@ -39,7 +38,7 @@ def kmeans_ari(x: np.ndarray, truth: np.ndarray, k: int) -> float:
 def main() -> None:
     print("set seed | one scale | 1/sd (sc.pp.scale) | I/sd | sqrt(I)/sd | sqrt(I) | I")
     for name, seed in SETS:
-        adata = ad.read_h5ad(DEFAULT_DATA / f"{name}.h5ad") if seed is None else load_tissue(name, seed)
+        adata = load_named(name, seed)
         truth = adata.obs["cell_type"].astype(str).to_numpy()
         k = len(set(truth))
         if "counts" in adata.layers:

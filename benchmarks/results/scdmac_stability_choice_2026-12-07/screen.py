@@ -29,19 +29,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy import DEFAULT_DATA, SPLIT, pretrain  # noqa: E402
+from accuracy import SPLIT, pretrain  # noqa: E402
 from scdsec_tuning import append_row  # noqa: E402
-from tissue import RESAMPLED, load_tissue  # noqa: E402
+from tissue import RESAMPLED, load_named  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def load(name: str, seed: int):
-    import anndata as ad
-
-    if name in RESAMPLED:
-        return load_tissue(name, seed)
-    return ad.read_h5ad(DEFAULT_DATA / f"{name}.h5ad")
 
 
 def embeddings(name: str, seed: int, cache: Path) -> dict[str, np.ndarray]:
@@ -52,7 +44,7 @@ def embeddings(name: str, seed: int, cache: Path) -> dict[str, np.ndarray]:
 
         import scdmac
 
-        adata = load(name, seed)
+        adata = load_named(name, seed)
         truth = adata.obs["cell_type"].astype(str).to_numpy()
         scvi.settings.seed = seed
         scdmac.model.SCDMAC.setup_anndata(adata)
