@@ -1,0 +1,97 @@
+"""SCDMAC's clustering-stage loss weights, screened from the same pretrained network (paired runs).
+
+Eq. 23 of the paper leaves the weights of its four terms open. SCDMAC's clustering stage weighs DEC's
+KL term 1, the weighted soft k-means term 0.1 and the masked autoencoder's reconstruction 1 (it keeps
+the embedding from drifting away from what pretraining learnt). For each dataset and seed the model is
+pretrained once; the clustering stage then runs from that network with each set of weights. Only the
+tuning half and ``benchmarks/tissue.py``'s redrawn and simulated sets are accepted.
+
+Usage (from the repository root)::
+
+    python benchmarks/results/scdmac_cluster_weights_2026-12-07/screen.py --seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+
+from accuracy import SPLIT, pretrain, pretrained_network, recluster  # noqa: E402
+from scdsec_tuning import append_row  # noqa: E402
+from tissue import DATASETS as SIMULATED  # noqa: E402
+from tissue import RESAMPLED, load_named  # noqa: E402
+
+# name -> the clustering stage's weights that differ from the default
+VARIANTS = {
+    "default": {},
+    "mask3": {"mask": 3.0},
+    "mask0.3": {"mask": 0.3},
+    "kmeans1": {"kmeans": 1.0},
+    "kmeans0": {"kmeans": 0.0},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="*", default=SPLIT["tuning"] + list(RESAMPLED))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--csv", type=Path, default=HERE / "screen_runs.csv")
+    args = parser.parse_args()
+    unknown = set(args.datasets) - set(SPLIT["tuning"]) - set(RESAMPLED) - set(SIMULATED)
+    if unknown:
+        raise SystemExit(f"{sorted(unknown)}: settings are chosen on the tuning half and its redrawn sets only.")
+
+    import scvi
+    import torch
+    from sklearn.cluster import KMeans
+
+    import scdmac
+    from scdmac.metrics import agreement
+
+    torch.set_num_threads(2)
+    for ds in args.datasets:
+        for seed in args.seeds:
+            data = load_named(ds, seed)
+            truth = data.obs["cell_type"].astype(str)
+            k = truth.nunique()
+            adata = data.copy()
+            scvi.settings.seed = seed
+            scdmac.model.SCDMAC.setup_anndata(adata)
+            model = scdmac.model.SCDMAC(adata, n_clusters=k)
+            z, _, pre_s = pretrain(model)
+            pre = agreement(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(z))["ari"]
+            pretrained = pretrained_network(model)
+            defaults = dict(model.module.stage_weights["cluster"])
+            for name in args.variants:
+                model.module.stage_weights["cluster"] = {**defaults, **VARIANTS[name]}
+                t1 = time.perf_counter()
+                recluster(model, pretrained, seed)
+                labels = np.asarray(model.predict())
+                scores = agreement(truth, labels)
+                append_row(
+                    args.csv,
+                    dict(
+                        dataset=ds,
+                        seed=seed,
+                        variant=name,
+                        ari=round(scores["ari"], 4),
+                        nmi=round(scores["nmi"], 4),
+                        ari_pretrained=round(pre, 4),
+                        n_kept=int((np.bincount(labels, minlength=k) >= 2).sum()),
+                        largest_share=round(float(np.bincount(labels).max() / labels.size), 3),
+                        cluster_s=round(time.perf_counter() - t1, 1),
+                    ),
+                )
+            model.module.stage_weights["cluster"] = defaults
+
+
+if __name__ == "__main__":
+    main()
