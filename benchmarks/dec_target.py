@@ -32,6 +32,19 @@ from tissue import RESAMPLED, load_tissue
 HERE = Path(__file__).resolve().parent
 
 
+def label_scores(truth, labels: np.ndarray, k: int) -> dict:
+    """ARI and NMI of ``labels``, with the clusters kept (at least two cells) and the largest cluster's share."""
+    from scdmac.metrics import agreement
+
+    scores = agreement(truth, labels)
+    return dict(
+        ari=round(scores["ari"], 4),
+        nmi=round(scores["nmi"], 4),
+        n_kept=int((np.bincount(labels, minlength=k) >= 2).sum()),
+        largest_share=round(float(np.bincount(labels).max() / labels.size), 3),
+    )
+
+
 def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[float], out: Path) -> None:
     import anndata as ad
     import scvi
@@ -58,8 +71,7 @@ def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[f
             for balance in balances:
                 t1 = time.perf_counter()
                 recluster(model, pretrained, seed, plan_kwargs={"target_balance": balance})
-                labels = np.asarray(model.predict())
-                scores = agreement(truth, labels)
+                scores = label_scores(truth, np.asarray(model.predict()), k)
                 append_row(
                     out,
                     dict(
@@ -67,11 +79,11 @@ def run(model_name: str, datasets: list[str], seeds: list[int], balances: list[f
                         dataset=ds,
                         seed=seed,
                         balance=balance,
-                        ari=round(scores["ari"], 4),
-                        nmi=round(scores["nmi"], 4),
+                        ari=scores["ari"],
+                        nmi=scores["nmi"],
                         ari_pretrained=round(pre, 4),
-                        n_kept=int((np.bincount(labels, minlength=k) >= 2).sum()),
-                        largest_share=round(float(np.bincount(labels).max() / labels.size), 3),
+                        n_kept=scores["n_kept"],
+                        largest_share=scores["largest_share"],
                         pre_s=round(pre_s, 1),
                         cluster_s=round(time.perf_counter() - t1, 1),
                     ),
