@@ -70,7 +70,7 @@ def main() -> None:
             scvi.settings.seed = seed
             scdmac.model.SCDMAC.setup_anndata(adata)
             model = scdmac.model.SCDMAC(adata, n_clusters=k)
-            z, _, pre_s = pretrain(model)
+            z, _, _ = pretrain(model)
             pre = agreement(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(z))["ari"]
             pretrained = pretrained_network(model)
             defaults = dict(model.module.stage_weights["cluster"])
