@@ -24,11 +24,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from accuracy import SPLIT, pretrain, pretrained_network, recluster  # noqa: E402
-from dec_target import label_scores  # noqa: E402
+from accuracy import SPLIT, recluster  # noqa: E402
+from dec_target import label_scores, paired_pretrainings, refuse_unseen_sets  # noqa: E402
 from scdsec_tuning import append_row  # noqa: E402
-from tissue import DATASETS as SIMULATED  # noqa: E402
-from tissue import RESAMPLED, load_named  # noqa: E402
+from tissue import RESAMPLED  # noqa: E402
 
 # name -> (the clustering stage's weights that differ from the default, train() arguments)
 VARIANTS = {
@@ -49,42 +48,24 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--csv", type=Path, default=HERE / "screen_runs.csv")
     args = parser.parse_args()
-    unknown = set(args.datasets) - set(SPLIT["tuning"]) - set(RESAMPLED) - set(SIMULATED)
-    if unknown:
-        raise SystemExit(f"{sorted(unknown)}: settings are chosen on the tuning half and its redrawn sets only.")
+    refuse_unseen_sets(args.datasets)
 
-    import scvi
     import torch
-    from sklearn.cluster import KMeans
-
-    import scdmac
-    from scdmac.metrics import agreement
 
     torch.set_num_threads(2)
-    for ds in args.datasets:
-        for seed in args.seeds:
-            data = load_named(ds, seed)
-            truth = data.obs["cell_type"].astype(str)
-            k = truth.nunique()
-            adata = data.copy()
-            scvi.settings.seed = seed
-            scdmac.model.SCDMAC.setup_anndata(adata)
-            model = scdmac.model.SCDMAC(adata, n_clusters=k)
-            z, _, _ = pretrain(model)
-            pre = agreement(truth, KMeans(k, n_init=10, random_state=seed).fit_predict(z))["ari"]
-            pretrained = pretrained_network(model)
-            defaults = dict(model.module.stage_weights["cluster"])
-            for name in args.variants:
-                weights, train_kwargs = VARIANTS[name]
-                model.module.stage_weights["cluster"] = {**defaults, **weights}
-                t1 = time.perf_counter()
-                recluster(model, pretrained, seed, **train_kwargs)
-                scores = label_scores(truth, np.asarray(model.predict()), k)
-                # the columns in the order of screen_runs.csv
-                scores = {"ari": scores["ari"], "nmi": scores["nmi"], "ari_pretrained": round(pre, 4), **scores}
-                row = dict(dataset=ds, seed=seed, variant=name, **scores, cluster_s=round(time.perf_counter() - t1, 1))
-                append_row(args.csv, row)
-            model.module.stage_weights["cluster"] = defaults
+    for ds, seed, truth, model, pretrained, pre in paired_pretrainings("SCDMAC", args.datasets, args.seeds):
+        defaults = dict(model.module.stage_weights["cluster"])
+        for name in args.variants:
+            weights, train_kwargs = VARIANTS[name]
+            model.module.stage_weights["cluster"] = {**defaults, **weights}
+            t1 = time.perf_counter()
+            recluster(model, pretrained, seed, **train_kwargs)
+            scores = label_scores(truth, np.asarray(model.predict()), truth.nunique())
+            # the columns in the order of screen_runs.csv
+            scores = {"ari": scores["ari"], "nmi": scores["nmi"], "ari_pretrained": pre["ari_pretrained"], **scores}
+            row = dict(dataset=ds, seed=seed, variant=name, **scores, cluster_s=round(time.perf_counter() - t1, 1))
+            append_row(args.csv, row)
+        model.module.stage_weights["cluster"] = defaults
 
 
 if __name__ == "__main__":
