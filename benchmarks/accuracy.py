@@ -21,7 +21,7 @@ returns fewer clusters than the labels have types, a method told k competes with
 
 Each (method, dataset, seed) run is appended to a CSV as soon as it finishes, so the script can be
 stopped and resumed; runs already in the CSV are skipped. The summary (mean over seeds) is printed
-as a markdown table and written next to the CSV.
+as a markdown table and written next to the CSV (:func:`summary_path`).
 
 Usage::
 
@@ -363,6 +363,16 @@ def summarize(csv_path: Path, methods: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def summary_path(csv: Path) -> Path:
+    """Where the summary of ``csv`` goes: beside it, "runs" in its name read as "summary".
+
+    ``accuracy_runs.csv`` gives ``accuracy_summary.md`` and ``floor_runs.csv`` ``floor_summary.md``, so two
+    CSVs in one folder keep their own summaries.
+    """
+    stem = csv.stem.replace("runs", "summary") if "runs" in csv.stem else f"{csv.stem}_summary"
+    return csv.with_name(f"{stem}.md")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -452,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     # with --summary-only, --methods restricts the table (e.g. to leave out a model still being measured)
     table = summarize(args.csv, args.methods if args.summary_only else None)
     print(table)
-    args.csv.with_name("accuracy_summary.md").write_text(table + "\n")
+    summary_path(args.csv).write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from accuracy import DEFAULT_DATA, SPLIT
+from accuracy import DEFAULT_DATA, SPLIT, summary_path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CSV = HERE / "results" / "tissue_runs.csv"
@@ -195,15 +195,6 @@ def summarize(csv: Path) -> str:
         "mean over seeds, of all types."
     )
     return "\n".join(lines)
-
-
-def summary_path(csv: Path) -> Path:
-    """Where the summary of ``csv`` goes: beside it, "runs" in its name read as "summary".
-
-    ``tissue_runs.csv`` gives ``tissue_summary.md``, so two CSVs in one folder keep their own summaries.
-    """
-    stem = csv.stem.replace("runs", "summary") if "runs" in csv.stem else f"{csv.stem}_summary"
-    return csv.with_name(f"{stem}.md")
 
 
 def main(argv: list[str] | None = None) -> None:
