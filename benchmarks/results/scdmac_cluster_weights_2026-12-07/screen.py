@@ -1,4 +1,4 @@
-"""SCDMAC's clustering-stage loss weights and learning rate, screened from the same pretrained network (paired runs).
+"""SCDMAC's clustering-stage weights, learning rate and kernel, screened from one pretrained network (paired runs).
 
 Eq. 23 of the paper leaves the weights of its four terms open. SCDMAC's clustering stage weighs DEC's
 KL term 1, the weighted soft k-means term 0.1 and the masked autoencoder's reconstruction 1 (it keeps
@@ -29,15 +29,19 @@ from dec_target import label_scores, paired_pretrainings, refuse_unseen_sets  # 
 from scdsec_tuning import append_row  # noqa: E402
 from tissue import RESAMPLED  # noqa: E402
 
-# name -> (the clustering stage's weights that differ from the default, train() arguments)
+# name -> (the clustering stage's weights that differ from the default, train() arguments, cluster head
+# attributes: the Student's t degrees of freedom ν and the soft k-means sharpening α)
 VARIANTS = {
-    "default": ({}, {}),
-    "mask3": ({"mask": 3.0}, {}),
-    "mask0.3": ({"mask": 0.3}, {}),
-    "kmeans1": ({"kmeans": 1.0}, {}),
-    "kmeans0": ({"kmeans": 0.0}, {}),
-    "lr3e-5": ({}, {"cluster_lr": 3e-5}),
-    "lr3e-4": ({}, {"cluster_lr": 3e-4}),
+    "default": ({}, {}, {}),
+    "mask3": ({"mask": 3.0}, {}, {}),
+    "mask0.3": ({"mask": 0.3}, {}, {}),
+    "kmeans1": ({"kmeans": 1.0}, {}, {}),
+    "kmeans0": ({"kmeans": 0.0}, {}, {}),
+    "lr3e-5": ({}, {"cluster_lr": 3e-5}, {}),
+    "lr3e-4": ({}, {"cluster_lr": 3e-4}, {}),
+    "dof3": ({}, {}, {"dof": 3.0}),
+    "dof10": ({}, {}, {"dof": 10.0}),
+    "inflation0.1": ({}, {}, {"inflation": 0.1}),
 }
 
 
@@ -55,9 +59,13 @@ def main() -> None:
     torch.set_num_threads(2)
     for ds, seed, truth, model, pretrained, pre in paired_pretrainings("SCDMAC", args.datasets, args.seeds):
         defaults = dict(model.module.stage_weights["cluster"])
+        head = model.module.cluster_head
+        head_defaults = {"dof": head.dof, "inflation": head.inflation}
         for name in args.variants:
-            weights, train_kwargs = VARIANTS[name]
+            weights, train_kwargs, head_settings = VARIANTS[name]
             model.module.stage_weights["cluster"] = {**defaults, **weights}
+            for attribute, value in {**head_defaults, **head_settings}.items():
+                setattr(head, attribute, value)
             t1 = time.perf_counter()
             recluster(model, pretrained, seed, **train_kwargs)
             scores = label_scores(truth, np.asarray(model.predict()), truth.nunique())
@@ -66,6 +74,8 @@ def main() -> None:
             row = dict(dataset=ds, seed=seed, variant=name, **scores, cluster_s=round(time.perf_counter() - t1, 1))
             append_row(args.csv, row)
         model.module.stage_weights["cluster"] = defaults
+        for attribute, value in head_defaults.items():
+            setattr(head, attribute, value)
 
 
 if __name__ == "__main__":
