@@ -73,9 +73,6 @@ def main() -> None:
             scores = {"ari": scores["ari"], "nmi": scores["nmi"], "ari_pretrained": pre["ari_pretrained"], **scores}
             row = dict(dataset=ds, seed=seed, variant=name, **scores, cluster_s=round(time.perf_counter() - t1, 1))
             append_row(args.csv, row)
-        model.module.stage_weights["cluster"] = defaults
-        for attribute, value in head_defaults.items():
-            setattr(head, attribute, value)
 
 
 if __name__ == "__main__":
